@@ -1,0 +1,93 @@
+"""Runtime helpers every entry point shares: eval mode with restore, frozen parameters, batching.
+
+Example:
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).train()
+    >>> with inference_mode(model):
+    ...     model.training
+    False
+    >>> model.training
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["batched_logits", "inference_mode", "progress", "resolve_device"]
+
+
+@contextmanager
+def inference_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode with parameter gradients off; restore both, even on error.
+
+    Restores the ``training`` flag of every submodule (not only the root), and the
+    ``requires_grad`` flag of every parameter, so a caller's half-frozen model comes back as it was.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in grads:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def batched_logits(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    show_progress: bool = False,
+    desc: str = "predict",
+) -> Tensor:
+    """Logits of ``model`` on ``x`` computed in batches under ``torch.no_grad``.
+
+    Shape: x (N, C, H, W) -> (N, K) on ``x``'s device. Each batch is moved to ``device`` (default:
+    the device of ``x``) for the forward pass.
+    """
+    from robustlens._checks import check_logits
+
+    target = torch.device(device) if device is not None else x.device
+    outs: list[Tensor] = []
+    with inference_mode(model), torch.no_grad():
+        for start in progress(range(0, len(x), batch_size), show=show_progress, desc=desc):
+            xb = x[start : start + batch_size].to(target, non_blocking=True)
+            out = check_logits(model(xb), len(xb))
+            outs.append(out.to(x.device))
+    return torch.cat(outs)
+
+
+def progress(iterable: range, *, show: bool, desc: str, total: int | None = None) -> range:
+    """Wrap ``iterable`` in a tqdm progress bar on stderr when ``show`` is true."""
+    if not show:
+        return iterable
+    from tqdm.auto import tqdm
+
+    wrapped: range = tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+    return wrapped
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/``None`` -> CUDA if available else CPU; otherwise the named device."""
+    from robustlens.errors import DeviceError
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            f"device {str(device)!r} was asked for but CUDA is not available here; use 'cpu' or "
+            "install a CUDA build of torch"
+        )
+    return dev

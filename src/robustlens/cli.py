@@ -1,0 +1,388 @@
+"""``robustlens``: the command line, a thin layer over the registries.
+
+Exit codes: 0 on success, 1 when a run fails (missing data, unreadable checkpoint, ...), 2 on bad
+usage (unknown option, unknown model or data set name, invalid value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from robustlens import __version__
+from robustlens.errors import ParameterError, RobustLensError, UnknownNameError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_MODEL = "fmnist-cnn"
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _load_model(spec: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from robustlens import zoo
+
+    return zoo.resolve(spec, device)
+
+
+def _load_data(name: str, split: str, root: str | None, limit: int | None, seed: int) -> Any:
+    from robustlens import data
+
+    ds = data.load(name, split=split, root=root)
+    if limit is not None:
+        ds = ds.subset(limit, seed=seed)
+    return ds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def _metadata(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    return {
+        "robustlens": __version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "device": str(device),
+        "seed": getattr(args, "seed", None),
+        "command": "robustlens " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "robustlens",
+    }
+
+
+def _print_clean(res: Any) -> None:
+    print(f"accuracy: {res.accuracy:.4f} on {res.n} images")
+    width = max(len(c) for c in res.classes)
+    for cls, acc in zip(res.classes, res.per_class.tolist(), strict=True):
+        print(f"  {cls:<{width}}  {acc:.4f}")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    from robustlens import zoo
+
+    rows = [zoo.info(name) for name in zoo.names()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print(f"{'name':<14} {'data':<14} {'test acc':>8} {'size':>8}  description")
+    for r in rows:
+        acc = r.get("test_accuracy")
+        size = r["size_bytes"]
+        acc_text = "-" if acc is None else f"{acc:.4f}"
+        size_text = "missing" if size is None else f"{size / 1e6:.2f} MB"
+        print(
+            f"{r['name']:<14} {r['dataset']:<14} {acc_text:>8} {size_text:>8}  {r['description']}"
+        )
+    return EXIT_OK
+
+
+def _arch_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON (``widths=[16,32]``) or plain strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--arch-option expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from robustlens import data, models
+    from robustlens._runtime import resolve_device
+    from robustlens.evaluation import clean_accuracy
+    from robustlens.training import TrainConfig, channel_stats, fit
+
+    device = resolve_device(args.device)
+    models.ARCHITECTURES.get(args.arch)
+    train = data.load(args.data, split="train", root=args.data_root)
+    test = data.load(args.data, split="test", root=args.data_root)
+    c, h, w = train.shape
+    if h != w:
+        raise UsageError(f"train: the architectures take square images, {args.data} is {h}x{w}")
+    arch_kwargs = {
+        "in_channels": c,
+        "num_classes": train.num_classes,
+        "image_size": h,
+        **_arch_options(args.arch_option),
+    }
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        augment=args.augment,
+        shift=args.shift,
+        seed=args.seed,
+    )
+    torch.manual_seed(args.seed)
+    net = models.create(args.arch, **arch_kwargs)
+    model: torch.nn.Module = net
+    mean, std = channel_stats(train)
+    if args.normalize:
+        model = models.Normalized(net, mean, std)
+    model = model.to(device)
+    _say(f"training {args.arch} on {args.data} ({len(train)} images) on {device}")
+    start = time.perf_counter()
+    history = fit(
+        model,
+        train,
+        config=config,
+        val=test if args.val else None,
+        show_progress=not args.quiet,
+        log=None if args.quiet else _say,
+    )
+    seconds = time.perf_counter() - start
+    res = clean_accuracy(model, test)
+    _say(f"test accuracy {res.accuracy:.4f} after {seconds:.0f} s")
+    meta = {
+        "dataset": args.data,
+        "classes": list(train.classes),
+        "test_accuracy": res.accuracy,
+        "train_seconds": round(seconds, 1),
+        "command": "robustlens " + shlex.join(sys.argv[1:]),
+        "config": history.config,
+        "history": {"loss": history.loss, "train_accuracy": history.train_accuracy},
+        "robustlens": __version__,
+        "torch": str(torch.__version__),
+    }
+    models.save_checkpoint(
+        args.out,
+        model.cpu(),
+        arch=args.arch,
+        arch_kwargs=arch_kwargs,
+        mean=mean if args.normalize else None,
+        std=std if args.normalize else None,
+        meta=meta,
+    )
+    print(f"wrote {args.out} (test accuracy {res.accuracy:.4f})")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from robustlens._runtime import resolve_device
+    from robustlens.evaluation import clean_accuracy
+
+    device = resolve_device(args.device)
+    model, meta = _load_model(args.model, device)
+    data_name = args.data or meta.get("dataset") or "fashion-mnist"
+    ds = _load_data(data_name, args.split, args.data_root, args.limit, args.seed)
+    res = clean_accuracy(model, ds, batch_size=args.batch_size, show_progress=not args.quiet)
+    _print_clean(res)
+    if args.out:
+        payload = {
+            "model": args.model,
+            "data": data_name,
+            "split": args.split,
+            "clean": res.to_dict(),
+            "meta": _metadata(args, device),
+        }
+        _write_json(Path(args.out), payload)
+        print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from robustlens import data
+    from robustlens._runtime import resolve_device
+    from robustlens.evaluation import clean_accuracy
+
+    device = resolve_device(args.device)
+    model, meta = _load_model(args.model, device)
+    notes: list[str] = []
+    data_name = args.data or meta.get("dataset") or "fashion-mnist"
+    if args.data is None and args.model == DEFAULT_MODEL and not data.available(data_name):
+        notes.append(
+            "Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist); the audit "
+            "fell back to the digits-cnn model on scikit-learn's digits"
+        )
+        _say("note: " + notes[-1])
+        model, meta = _load_model("digits-cnn", device)
+        data_name = "digits"
+    limit = args.limit or (1000 if args.quick else None)
+    ds = _load_data(data_name, "test", args.data_root, limit, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    res = clean_accuracy(model, ds, show_progress=not args.quiet)
+    sections = {"clean": {**res.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}}
+    _print_clean(res)
+    payload = {
+        "model": args.model
+        if data_name != "digits" or args.model != DEFAULT_MODEL
+        else "digits-cnn",
+        "data": data_name,
+        "notes": notes,
+        "sections": sections,
+        "meta": _metadata(args, device),
+    }
+    _write_json(out / "results.json", payload)
+    print(f"wrote {out / 'results.json'}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="robustlens",
+        description="Audit a PyTorch image classifier: how easily it is fooled, and what it relies on.",
+        epilog="Run 'robustlens COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"robustlens {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
+        p.add_argument(
+            "--seed", type=int, default=0, help="seed of every random choice (default: 0)"
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--data-root", metavar="DIR", help="folder to look for the data in first")
+
+    zoo_p = sub.add_parser("zoo", help="list the pretrained models shipped with robustlens")
+    zoo_sub = zoo_p.add_subparsers(dest="zoo_command", metavar="ACTION", parser_class=_Parser)
+    zl = zoo_sub.add_parser("list", help="name, data set, test accuracy and size of each model")
+    zl.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    zl.set_defaults(func=cmd_zoo_list)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a registered architecture (this is how the zoo weights were made)",
+        description="Train an architecture on a data set with a fixed seed and save a checkpoint.",
+    )
+    tr.add_argument("--arch", default="convnet", help="architecture name (default: convnet)")
+    tr.add_argument(
+        "--arch-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="architecture keyword, value as JSON, e.g. widths=[16,32] (repeatable)",
+    )
+    tr.add_argument(
+        "--data", default="fashion-mnist", help="data set name (default: fashion-mnist)"
+    )
+    tr.add_argument("--epochs", type=_positive_int, default=10)
+    tr.add_argument("--batch-size", type=_positive_int, default=128)
+    tr.add_argument(
+        "--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule"
+    )
+    tr.add_argument("--weight-decay", type=float, default=5e-4)
+    tr.add_argument("--augment", choices=["none", "shift", "shift-flip"], default="shift")
+    tr.add_argument(
+        "--shift", type=int, default=2, help="largest random shift in pixels (default: 2)"
+    )
+    tr.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_false",
+        help="do not put the data's mean/std normalisation inside the model",
+    )
+    tr.add_argument("--val", action="store_true", help="print test accuracy after every epoch")
+    tr.add_argument("--out", required=True, help="checkpoint file to write")
+    common(tr)
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="clean accuracy, per-class accuracy and confusion of a model",
+        description="Evaluate a zoo model or a checkpoint on a data set.",
+    )
+    ev.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
+    ev.add_argument("--data", help="data set name (default: the model's own)")
+    ev.add_argument("--split", default="test", choices=["train", "test"])
+    ev.add_argument("--limit", type=_positive_int, help="evaluate a stratified sample of N images")
+    ev.add_argument("--batch-size", type=_positive_int, default=512)
+    ev.add_argument("--out", help="write the results as JSON to this file")
+    common(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    au = sub.add_parser(
+        "audit",
+        help="run the audit suite and write DIR/results.json",
+        description="Run the standard audit suite on a model and data set. "
+        "Default: the zoo's fmnist-cnn on Fashion-MNIST (digits if it is missing).",
+    )
+    au.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
+    au.add_argument("--data", help="data set name (default: the model's own)")
+    au.add_argument("--quick", action="store_true", help="a small sample, a few minutes on a CPU")
+    au.add_argument("--limit", type=_positive_int, help="audit a stratified sample of N images")
+    au.add_argument("--out", default="audit", help="output folder (default: ./audit)")
+    common(au)
+    au.set_defaults(func=cmd_audit)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``robustlens`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        target = parser
+        if args.command == "zoo":
+            target = next(
+                a
+                for a in parser._subparsers._group_actions  # type: ignore[union-attr]
+                if isinstance(a, argparse._SubParsersAction)
+            ).choices["zoo"]
+        target.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except (UsageError, UnknownNameError, ParameterError) as exc:
+        _say(f"robustlens {args.command}: error: {exc}")
+        return EXIT_USAGE
+    except RobustLensError as exc:
+        _say(f"robustlens {args.command}: failed: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The command line: exit codes 0 / 1 / 2, output files, help text."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robustlens.cli import main
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("zoo", "train", "evaluate", "audit"):
+        assert command in out
+
+
+def test_no_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["zoo"]) == 2
+    assert "list" in capsys.readouterr().err
+
+
+def test_zoo_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["zoo", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} >= {"fmnist-cnn", "digits-cnn"}
+    assert main(["zoo", "list"]) == 0
+    assert "digits-cnn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["evaluate", "--model", "fmnist_cnn"], "did you mean 'fmnist-cnn'"),
+        (["evaluate", "--model", "digits-cnn", "--data", "digitz"], "did you mean 'digits'"),
+        (["evaluate", "--limit", "0"], "expected an integer >= 1"),
+        (["evaluate", "--no-such-option"], "unrecognized arguments"),
+        (["train", "--arch", "convnet"], "the following arguments are required: --out"),
+        (["train", "--arch", "convnett", "--out", "x.pt"], "did you mean 'convnet'"),
+        (["train", "--epochs", "0", "--out", "x.pt"], "expected an integer >= 1"),
+    ],
+)
+def test_bad_usage_exits_2(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = int(exc.code or 0)
+    assert code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_failed_run_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    assert main(["evaluate", "--model", str(tmp_path / "broken.pt"), "--data", "digits"]) == 1
+    assert "corrupt or truncated" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "digits-cnn", "--data", "cifar10", "--quiet"]) == 1
+    assert "cifar10 needs root=" in capsys.readouterr().err
+
+
+def test_evaluate_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "res.json"
+    assert main(["evaluate", "--model", "digits-cnn", "--quiet", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["data"] == "digits" and res["clean"]["n"] == 450
+    assert res["clean"]["accuracy"] >= 0.97
+    assert sum(map(sum, res["clean"]["confusion"])) == 450
+    assert "accuracy: " in capsys.readouterr().out
+
+
+def test_train_then_evaluate_checkpoint(tmp_path: Path) -> None:
+    ckpt = tmp_path / "lin.pt"
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "linear",
+                "--data",
+                "digits",
+                "--epochs",
+                "2",
+                "--quiet",
+                "--out",
+                str(ckpt),
+            ]
+        )
+        == 0
+    )
+    assert main(["evaluate", "--model", str(ckpt), "--quiet"]) == 0
+
+
+def test_audit_writes_results(tmp_path: Path) -> None:
+    assert main(["audit", "--model", "digits-cnn", "--quiet", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["data"] == "digits" and res["sections"]["clean"]["accuracy"] >= 0.97
+    assert res["meta"]["robustlens"] and res["meta"]["device"] == "cpu"
+
+
+def test_console_script_entry_point() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustlens.cli", "evaluate", "--model", "nope"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "unknown zoo model 'nope'" in proc.stderr
