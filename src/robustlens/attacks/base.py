@@ -1,0 +1,265 @@
+"""The attack base class, the per-call bookkeeping (``Run``) and ``AttackResult``.
+
+The base owns what every attack shares: input validation, eval mode restored with ``try/finally``,
+parameters frozen, inputs the model already misclassifies left alone, per-sample query and gradient
+counts, and building the result. A subclass implements only ``_run``, the algorithm, on the inputs
+that are attacked.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from robustlens._checks import (
+    check_images,
+    check_labels,
+    check_logits,
+    check_model,
+    check_same_device,
+)
+from robustlens._runtime import inference_mode
+from robustlens.attacks._random import sample_keys
+from robustlens.attacks._steps import Norm, goal_reached, norms
+from robustlens.errors import LabelError
+from robustlens.registry import Registry
+
+__all__ = ["ATTACKS", "Attack", "AttackResult", "Run"]
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+Objective = Callable[[Tensor], Tensor]
+
+
+class Run:
+    """Per-sample state of one attack call on the ``M`` attacked inputs.
+
+    Counts forward passes (``queries``) and backward passes (``gradients``) per sample, and the first
+    step at which each sample reached its goal (``first_success``, -1 until then). ``idx`` arguments
+    are positions among the ``M`` attacked inputs, so an attack can work on a shrinking active set.
+    """
+
+    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, seed: int):
+        self.model = model
+        self.x, self.y, self.target = x, y, target
+        m = len(x)
+        self.queries = torch.zeros(m, dtype=torch.long, device=x.device)
+        self.gradients = torch.zeros(m, dtype=torch.long, device=x.device)
+        self.first_success = torch.full((m,), -1, dtype=torch.long, device=x.device)
+        self.keys = sample_keys(x, seed)
+        #: The step number a success found by the base's final check is recorded at.
+        self.final_step = 0
+
+    def logits(self, x: Tensor, idx: Tensor) -> Tensor:
+        """Forward pass without gradient on the samples ``idx``."""
+        with torch.no_grad():
+            out = self.model(x)
+        self.queries[idx] += 1
+        return out
+
+    def gradient(
+        self, x: Tensor, idx: Tensor, objective: Objective
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logits, objective (M',), d objective / d x)`` at ``x`` for the samples ``idx``."""
+        xg = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.model(xg)
+            value = objective(out)
+            (grad,) = torch.autograd.grad(value.sum(), xg)
+        self.queries[idx] += 1
+        self.gradients[idx] += 1
+        return out.detach(), value.detach(), grad
+
+    def reached(self, logits: Tensor, idx: Tensor) -> Tensor:
+        """Goal test on ``logits`` of the samples ``idx`` (misclassified, or on target)."""
+        target = None if self.target is None else self.target[idx]
+        return goal_reached(logits, self.y[idx], target)
+
+    def mark(self, idx: Tensor, success: Tensor, step: int) -> None:
+        """Record ``step`` as the first success of the samples ``idx[success]`` not yet recorded."""
+        hit = idx[success]
+        fresh = self.first_success[hit] < 0
+        self.first_success[hit[fresh]] = step
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """Per-sample outcome of an attack on ``N`` inputs.
+
+    Shapes: ``x_adv`` (N, C, H, W); every other tensor (N,). ``attacked`` is False for inputs the
+    model already got wrong: they come back unchanged and count in no rate. Distances are those of
+    ``x_adv`` from ``x``; ``l2_normalized`` is ``||x_adv - x||_2 / ||x||_2`` (the lecture's metric).
+    """
+
+    attack: str
+    x_adv: Tensor
+    success: Tensor
+    attacked: Tensor
+    l2: Tensor
+    linf: Tensor
+    l2_normalized: Tensor
+    queries: Tensor
+    gradients: Tensor
+    steps: Tensor
+    y: Tensor
+    pred: Tensor
+    target: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.x_adv)
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of attacked inputs on which the attack reached its goal (NaN if none)."""
+        n = int(self.attacked.sum())
+        return float(self.success[self.attacked].sum()) / n if n else math.nan
+
+    @property
+    def robust(self) -> Tensor:
+        """Per input: correctly classified before and after the attack (untargeted reading)."""
+        return self.attacked & ~self.success
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Fraction of all inputs still correctly classified after the attack."""
+        return float(self.robust.float().mean()) if len(self) else math.nan
+
+    @property
+    def clean_accuracy(self) -> float:
+        """Fraction of all inputs the model classified correctly before the attack."""
+        return float(self.attacked.float().mean()) if len(self) else math.nan
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers as plain Python values (JSON-ready)."""
+        ok = self.success & self.attacked
+
+        def med(v: Tensor) -> float | None:
+            return float(v[ok].median()) if bool(ok.any()) else None
+
+        att = self.attacked
+        return {
+            "attack": self.attack,
+            "n": len(self),
+            "attacked": int(att.sum()),
+            "clean_accuracy": self.clean_accuracy,
+            "success_rate": self.success_rate,
+            "robust_accuracy": self.robust_accuracy,
+            "median_l2": med(self.l2),
+            "median_linf": med(self.linf),
+            "median_l2_normalized": med(self.l2_normalized),
+            "mean_queries": float(self.queries[att].float().mean()) if bool(att.any()) else 0.0,
+            "mean_gradients": float(self.gradients[att].float().mean()) if bool(att.any()) else 0.0,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attack(ABC):
+    """Base of every white-box attack: ``attack(model, x, y=None, target=None) -> AttackResult``.
+
+    Subclasses are frozen keyword-only dataclasses that validate their parameters in
+    ``__post_init__`` and implement ``_run`` on the attacked inputs.
+    """
+
+    seed: int = 0
+
+    #: Failed samples get the original image back (minimum-norm attacks that search a trade-off).
+    restore_failures: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        """Short name for tables: the class name and its non-default parameters."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "seed" and value != f.default:
+                parts.append(f"{f.name}={value}")
+        return type(self).__name__ + (f"({', '.join(parts)})" if parts else "")
+
+    def ball(self) -> tuple[Norm, float] | None:
+        """The threat model ``(norm, eps)`` if the attack respects one, else ``None``."""
+        return None
+
+    @abstractmethod
+    def _run(self, run: Run) -> Tensor:
+        """The algorithm on the attacked inputs ``run.x``; returns their adversarial images."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor | None = None,
+        *,
+        target: Tensor | None = None,
+    ) -> AttackResult:
+        where = type(self).__name__
+        check_model(model, where=where)
+        check_images(x, where=where)
+        check_same_device(model, x, where=where)
+        n = len(x)
+        with inference_mode(model):
+            with torch.no_grad():
+                logits = check_logits(model(x), n, where=where)
+            k = logits.shape[1]
+            pred = logits.argmax(1)
+            y = (
+                pred.clone()
+                if y is None
+                else check_labels(
+                    y.to(x.device) if isinstance(y, Tensor) else y, n, num_classes=k, where=where
+                )
+            )
+            if target is not None:
+                target = check_labels(target, n, num_classes=k, name="target", where=where)
+                if bool((target == y).any()):
+                    raise LabelError(
+                        f"{where}: target equals the true label for {int((target == y).sum())} "
+                        "images; a targeted attack needs a different class for each image"
+                    )
+            attacked = pred == y
+            idx = attacked.nonzero().squeeze(1)
+            x_sub = x[idx]
+            run = Run(model, x_sub, y[idx], None if target is None else target[idx], self.seed)
+            x_adv = x.clone()
+            queries = torch.zeros(n, dtype=torch.long, device=x.device)
+            gradients = torch.zeros_like(queries)
+            steps = torch.full((n,), -1, dtype=torch.long, device=x.device)
+            if len(idx):
+                adv_sub = self._run(run).detach()
+                x_adv[idx] = adv_sub
+                queries[idx], gradients[idx], steps[idx] = (
+                    run.queries,
+                    run.gradients,
+                    run.first_success,
+                )
+            with torch.no_grad():
+                pred_adv = model(x_adv).argmax(1) if len(idx) else pred
+        success = attacked & (pred_adv != y if target is None else pred_adv == target)
+        if self.restore_failures:
+            failed = attacked & ~success
+            x_adv[failed] = x[failed]
+            pred_adv = torch.where(failed, pred, pred_adv)
+        steps = torch.where(success & (steps < 0), torch.full_like(steps, run.final_step), steps)
+        steps = torch.where(success, steps, torch.full_like(steps, -1))
+        delta = x_adv - x
+        l2 = norms(delta, "l2")
+        return AttackResult(
+            attack=self.name,
+            x_adv=x_adv,
+            success=success,
+            attacked=attacked,
+            l2=l2,
+            linf=norms(delta, "linf"),
+            l2_normalized=l2 / norms(x, "l2").clamp_min(1e-12),
+            queries=queries,
+            gradients=gradients,
+            steps=steps,
+            y=y,
+            pred=pred_adv,
+            target=target,
+        )
