@@ -67,13 +67,59 @@ def test_failed_run_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_evaluate_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "res.json"
-    assert main(["evaluate", "--model", "digits-cnn", "--quiet", "--out", str(out)]) == 0
-    res = json.loads(out.read_text())
+    assert main(["evaluate", "--model", "digits-cnn", "--quiet", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
     assert res["data"] == "digits" and res["clean"]["n"] == 450
     assert res["clean"]["accuracy"] >= 0.97
     assert sum(map(sum, res["clean"]["confusion"])) == 450
     assert "accuracy: " in capsys.readouterr().out
+
+
+def test_evaluate_under_attack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "evaluate",
+        "--model",
+        "digits-cnn",
+        "--limit",
+        "60",
+        "--quiet",
+        "--attack",
+        "fgsm",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.1",
+        "--steps",
+        "5",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    rob = res["robustness"]
+    assert set(rob["per_attack"]) == {"FGSM(eps=0.1)", "PGD(eps=0.1, steps=5)"}
+    assert rob["robust_accuracy"] <= min(a["robust_accuracy"] for a in rob["per_attack"].values())
+    assert (tmp_path / "samples.csv").read_text().count("\n") == 61
+    assert "robust accuracy (worst case over 2 attacks)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--attack", "pgd"], "needs a budget: add --eps"),
+        (["--attack", "pgdd", "--eps", "0.1"], "did you mean 'pgd'"),
+        (["--attack", "pgd", "--eps", "-1"], "'eps' must be a float > 0, got -1.0"),
+        (
+            ["--attack", "pgd", "--eps", "0.1", "--attack-option", "gamma=2"],
+            "takes no argument 'gamma'",
+        ),
+    ],
+)
+def test_evaluate_attack_usage_errors(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", "--model", "digits-cnn", "--quiet", *argv]) == 2
+    assert fragment in capsys.readouterr().err
 
 
 def test_train_then_evaluate_checkpoint(tmp_path: Path) -> None:

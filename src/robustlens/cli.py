@@ -202,26 +202,69 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _attacks_from_args(args: argparse.Namespace) -> list[Any]:
+    """Build the ``--attack`` list; shared options go to the attacks that take them."""
+    import dataclasses
+
+    from robustlens import attacks
+
+    shared = {"eps": args.eps, "norm": args.norm, "steps": args.steps, "restarts": args.restarts}
+    extra = _arch_options(args.attack_option)
+    built = []
+    for name in args.attack:
+        cls = attacks.ATTACKS.get(name)
+        accepted = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in shared.items() if v is not None and k in accepted}
+        kwargs.update(extra)
+        if "eps" in accepted and "eps" not in kwargs:
+            raise UsageError(f"attack {name!r} needs a budget: add --eps (for example --eps 0.1)")
+        built.append(attacks.create(name, seed=args.seed, **kwargs))
+    return built
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from robustlens._runtime import resolve_device
-    from robustlens.evaluation import clean_accuracy
+    from robustlens.evaluation import clean_accuracy, evaluate
 
     device = resolve_device(args.device)
+    attack_list = _attacks_from_args(args)
     model, meta = _load_model(args.model, device)
     data_name = args.data or meta.get("dataset") or "fashion-mnist"
     ds = _load_data(data_name, args.split, args.data_root, args.limit, args.seed)
     res = clean_accuracy(model, ds, batch_size=args.batch_size, show_progress=not args.quiet)
     _print_clean(res)
+    payload: dict[str, Any] = {
+        "model": args.model,
+        "data": data_name,
+        "split": args.split,
+        "clean": res.to_dict(),
+    }
+    if attack_list:
+        ev = evaluate(
+            model,
+            ds,
+            attack_list,
+            batch_size=args.batch_size,
+            out=args.out,
+            show_progress=not args.quiet,
+        )
+        payload["robustness"] = ev.to_dict()
+        print(
+            f"robust accuracy (worst case over {len(attack_list)} attacks): "
+            f"{ev.robust_accuracy:.4f}"
+        )
+        for name, row in ev.per_attack.items():
+            l2n = row["median_l2_normalized"]
+            print(
+                f"  {name}: success {row['success_rate']:.4f}, robust accuracy "
+                f"{row['robust_accuracy']:.4f}, median normalised L2 "
+                f"{'-' if l2n is None else f'{l2n:.4f}'}, "
+                f"only this attack: {ev.contribution[name]['unique']}"
+            )
     if args.out:
-        payload = {
-            "model": args.model,
-            "data": data_name,
-            "split": args.split,
-            "clean": res.to_dict(),
-            "meta": _metadata(args, device),
-        }
-        _write_json(Path(args.out), payload)
-        print(f"wrote {args.out}")
+        payload["meta"] = _metadata(args, device)
+        _write_json(Path(args.out) / "results.json", payload)
+        print(f"wrote {Path(args.out) / 'results.json'}")
     return EXIT_OK
 
 
@@ -330,14 +373,39 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "evaluate",
         help="clean accuracy, per-class accuracy and confusion of a model",
-        description="Evaluate a zoo model or a checkpoint on a data set.",
+        description="Evaluate a zoo model or a checkpoint on a data set, clean and under attacks. "
+        "Example: robustlens evaluate --model fmnist-cnn --attack pgd --eps 0.1 "
+        "--out runs/pgd",
     )
     ev.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
     ev.add_argument("--data", help="data set name (default: the model's own)")
     ev.add_argument("--split", default="test", choices=["train", "test"])
     ev.add_argument("--limit", type=_positive_int, help="evaluate a stratified sample of N images")
-    ev.add_argument("--batch-size", type=_positive_int, default=512)
-    ev.add_argument("--out", help="write the results as JSON to this file")
+    ev.add_argument("--batch-size", type=_positive_int, default=256)
+    ev.add_argument(
+        "--attack",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="attack to run (repeatable): fgsm, ifgsm, pgd, deepfool, cw",
+    )
+    ev.add_argument("--eps", type=float, help="attack budget in pixel space, e.g. 0.1")
+    ev.add_argument("--norm", choices=["linf", "l2"], help="threat model of the budget")
+    ev.add_argument("--steps", type=_positive_int, help="attack iterations")
+    ev.add_argument("--restarts", type=_positive_int, help="random restarts (PGD)")
+    ev.add_argument(
+        "--attack-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other attack parameter, value as JSON (repeatable)",
+    )
+    ev.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write results.json (and samples.csv, summary.json with attacks) here; "
+        "an unfinished run in DIR with the same settings is resumed",
+    )
     common(ev)
     ev.set_defaults(func=cmd_evaluate)
 

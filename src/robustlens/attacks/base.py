@@ -27,7 +27,7 @@ from robustlens._checks import (
 from robustlens._runtime import inference_mode
 from robustlens.attacks._random import sample_keys
 from robustlens.attacks._steps import Norm, goal_reached, norms
-from robustlens.errors import LabelError
+from robustlens.errors import LabelError, ShapeError
 from robustlens.registry import Registry
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "Run"]
@@ -45,9 +45,19 @@ class Run:
     are positions among the ``M`` attacked inputs, so an attack can work on a shrinking active set.
     """
 
-    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, seed: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        seed: int,
+        x_init: Tensor | None = None,
+    ):
         self.model = model
         self.x, self.y, self.target = x, y, target
+        #: Optional warm start (M, C, H, W) that attacks able to use one start from.
+        self.x_init = x_init
         m = len(x)
         self.queries = torch.zeros(m, dtype=torch.long, device=x.device)
         self.gradients = torch.zeros(m, dtype=torch.long, device=x.device)
@@ -128,12 +138,12 @@ class AttackResult:
     @property
     def robust_accuracy(self) -> float:
         """Fraction of all inputs still correctly classified after the attack."""
-        return float(self.robust.float().mean()) if len(self) else math.nan
+        return float(self.robust.double().mean()) if len(self) else math.nan
 
     @property
     def clean_accuracy(self) -> float:
         """Fraction of all inputs the model classified correctly before the attack."""
-        return float(self.attacked.float().mean()) if len(self) else math.nan
+        return float(self.attacked.double().mean()) if len(self) else math.nan
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers as plain Python values (JSON-ready)."""
@@ -196,7 +206,14 @@ class Attack(ABC):
         y: Tensor | None = None,
         *,
         target: Tensor | None = None,
+        x_init: Tensor | None = None,
     ) -> AttackResult:
+        """Attack the inputs ``x`` (N, C, H, W) with labels ``y`` (N,), or the predictions if ``None``.
+
+        ``target`` (N,) makes the attack targeted. ``x_init`` (N, C, H, W) warm-starts attacks that
+        iterate from a starting point (PGD family): for example the result of a weaker attack or of
+        a smaller budget; it is projected into the threat model first.
+        """
         where = type(self).__name__
         check_model(model, where=where)
         check_images(x, where=where)
@@ -221,10 +238,24 @@ class Attack(ABC):
                         f"{where}: target equals the true label for {int((target == y).sum())} "
                         "images; a targeted attack needs a different class for each image"
                     )
+            if x_init is not None:
+                check_images(x_init, name="x_init", where=where)
+                if x_init.shape != x.shape:
+                    raise ShapeError(
+                        f"{where}: x_init must have the shape of x {tuple(x.shape)}, got "
+                        f"{tuple(x_init.shape)}"
+                    )
             attacked = pred == y
             idx = attacked.nonzero().squeeze(1)
             x_sub = x[idx]
-            run = Run(model, x_sub, y[idx], None if target is None else target[idx], self.seed)
+            run = Run(
+                model,
+                x_sub,
+                y[idx],
+                None if target is None else target[idx],
+                self.seed,
+                None if x_init is None else x_init[idx].to(x.dtype),
+            )
             x_adv = x.clone()
             queries = torch.zeros(n, dtype=torch.long, device=x.device)
             gradients = torch.zeros_like(queries)

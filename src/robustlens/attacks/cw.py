@@ -43,7 +43,7 @@ class CarliniWagner(Attack):
     Example:
         >>> import robustlens as rl
         >>> ds = rl.data.load("digits")[:8]
-        >>> res = CarliniWagner(steps=50, search_steps=5)(rl.zoo.load("digits-cnn"), ds.x, ds.y)
+        >>> res = CarliniWagner()(rl.zoo.load("digits-cnn"), ds.x, ds.y)  # 9 x 100 steps
         >>> res.success_rate
         1.0
     """

@@ -47,13 +47,14 @@ def ascend(
     random_start: bool,
     restarts: int,
     loss: Literal["ce", "margin"] = "ce",
-    x_init: Tensor | None = None,
+    warm: bool = True,
 ) -> Tensor:
     """Projected steepest ascent of ``loss`` in the ``norm`` ball of radius ``eps`` around ``run.x``.
 
     Each sample stops at the first iterate that reaches the goal (that iterate is returned); the
     others return the iterate of highest objective over all steps and restarts. Restarts run only
-    on samples not yet successful. ``x_init`` (M, C, H, W) warm-starts the first restart.
+    on samples not yet successful. ``run.x_init``, when given, warm-starts the first restart
+    (projected into the ball) unless ``warm`` is false.
     """
     objective = _OBJECTIVES[loss]
     x0 = run.x
@@ -71,8 +72,8 @@ def ascend(
         if len(idx) == 0:
             break
         xo = x0[idx]
-        if x_init is not None and r == 0:
-            xa = x_init[idx].clone()
+        if warm and run.x_init is not None and r == 0:
+            xa = (xo + project(run.x_init[idx] - xo, eps, norm)).clamp(0, 1)
         elif random_start:
             xa = (xo + random_in_ball(xo, eps, norm, run.keys[idx], stream=r)).clamp(0, 1)
         else:
@@ -131,8 +132,16 @@ class FGSM(Attack):
         return "linf", self.eps
 
     def _run(self, run: Run) -> Tensor:
+        # One step from x itself: FGSM ignores warm starts.
         return ascend(
-            run, eps=self.eps, norm="linf", steps=1, step=self.eps, random_start=False, restarts=1
+            run,
+            eps=self.eps,
+            norm="linf",
+            steps=1,
+            step=self.eps,
+            random_start=False,
+            restarts=1,
+            warm=False,
         )
 
 
