@@ -16,7 +16,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -119,7 +119,7 @@ def robust_accuracy_curve(
     robust = None
     accuracy = []
     for e in budgets:
-        atk = dataclasses.replace(attack, **{"eps": e})
+        atk: Attack = dataclasses.replace(attack, **cast(dict[str, Any], {"eps": e}))
         if robust is None:
             res = atk(model, x, y)
             min_eps[~res.attacked.cpu()] = 0.0
