@@ -6,6 +6,16 @@ is found per sample by binary search: multiplied by 10 while the attack fails, b
 succeeds. Each sample aborts a search step early when its loss stops decreasing, and finished
 samples leave the active set. The margin uses ``-inf`` masking, so it is right for any logits,
 all-negative ones included. Samples never made adversarial come back unchanged.
+
+Two departures from the paper, both on by default and both switchable:
+
+* ``warm_start``: each search step starts from the best adversarial found so far (or, before the
+  first success, from the last iterate) instead of from ``x``; the paper restarts from ``x``.
+* ``tol``: a sample whose best distance improved by less than ``tol`` (relative) over a whole
+  search step stops searching. Set ``tol=0`` for the paper's fixed number of search steps.
+
+On the zoo Fashion-MNIST model both give a median distance no larger than the paper's schedule,
+with about half the gradient evaluations (see ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from robustlens._checks import check_at_least, check_positive
+from robustlens._checks import check_at_least, check_positive, check_probability
 from robustlens.attacks._steps import margin
 from robustlens.attacks.base import ATTACKS, Attack, Run
 
@@ -54,10 +64,13 @@ class CarliniWagner(Attack):
     lr: float = 0.01
     c_init: float = 1e-3
     abort_early: bool = True
+    warm_start: bool = True
+    tol: float = 0.01
 
     restore_failures = True
 
     def __post_init__(self) -> None:
+        check_probability(self, "tol")
         check_positive(self, "kappa", allow_zero=True)
         check_at_least(self, "steps", 1)
         check_at_least(self, "search_steps", 1)
@@ -79,9 +92,20 @@ class CarliniWagner(Attack):
         w0 = _to_w(x0)
         check_every = max(1, self.steps // 10)
         global_step = 0
+        w = w0.clone()
+        settled = torch.zeros(m, dtype=torch.bool, device=dev)
         for _ in range(self.search_steps):
-            idx = torch.arange(m, device=dev)
-            w = w0.clone()
+            idx = (~settled).nonzero().squeeze(1)
+            if len(idx) == 0:
+                break
+            l2_before = best_l2.clone()
+            if self.warm_start:
+                # Continue from the best adversarial found so far, else from the last iterate.
+                have = torch.isfinite(best_l2)
+                w[have] = _to_w(best[have])
+            else:
+                w = w0.clone()
+            idx_round = idx
             mom = torch.zeros_like(w)
             vel = torch.zeros_like(w)
             prev = torch.full((m,), math.inf, device=dev, dtype=dt)
@@ -122,9 +146,15 @@ class CarliniWagner(Attack):
                         if len(idx) == 0:
                             break
             global_step += self.steps
-            # Binary search on c, per sample.
+            # A sample whose best distance moved by less than `tol` during a round has settled:
+            # bisecting c further cannot buy a visibly smaller perturbation.
+            if self.tol > 0:
+                settled |= torch.isfinite(l2_before) & (best_l2 > (1 - self.tol) * l2_before)
+            # Binary search on c, per sample (only the samples that ran this round).
+            ran = torch.zeros(m, dtype=torch.bool, device=dev)
+            ran[idx_round] = True
             upper = torch.where(found, torch.minimum(upper, c), upper)
-            lower = torch.where(found, lower, torch.maximum(lower, c))
+            lower = torch.where(ran & ~found, torch.maximum(lower, c), lower)
             c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
         run.final_step = global_step
         return best
