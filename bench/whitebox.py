@@ -270,7 +270,7 @@ def main() -> None:
         meta["gpu"] = torch.cuda.get_device_name(device)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"| attack | library | success | median L2/‖x‖ | max Linf | seconds |")
+    print("| attack | library | success | median L2/‖x‖ | max Linf | seconds |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         if "success_rate" in r:
