@@ -209,6 +209,7 @@ def main() -> None:
     p.add_argument("--only", default="FGSM,I-FGSM,PGD,DeepFool,C&W")
     p.add_argument("--skip-peer", action="append", default=[], help="ATTACK:LIBRARY to leave out")
     p.add_argument("--out", default="bench/results/whitebox.json")
+    p.add_argument("--merge", action="store_true", help="replace only the rows of --only in --out")
     args = p.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -231,7 +232,7 @@ def main() -> None:
         ),
     }
     others = peers(eps, step, steps)
-    model(x[:8])  # warm-up
+    floor_seconds(model, x, y, 2, device)  # warm-up at the full batch size
     rows = []
     for name in args.only.split(","):
         runners = {"robustlens": ours[name], **others[name]}
@@ -269,6 +270,13 @@ def main() -> None:
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and Path(args.out).is_file():
+        old = json.loads(Path(args.out).read_text())
+        ran = set(args.only.split(","))
+        rows = [r for r in old["rows"] if r["attack"] not in ran] + rows
+        meta["command"] = old["meta"]["command"] + " ; " + meta["command"]
+    order = ["FGSM", "I-FGSM", "PGD", "DeepFool", "C&W"]
+    rows.sort(key=lambda r: order.index(r["attack"]))
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print("| attack | library | success | median L2/‖x‖ | max Linf | seconds |")
     print("|---|---|---|---|---|---|")

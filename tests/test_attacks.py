@@ -15,6 +15,8 @@ from robustlens.errors import LabelError, ParameterError, RangeError
 
 # Small, fast settings for each registered attack; a new attack must add itself here.
 CONFIGS: dict[str, dict[str, Any]] = {
+    "apgd": {"eps": 0.05, "steps": 6, "loss": "dlr", "targets": 2},
+    "ensemble": {"attacks": (FGSM(eps=0.05), PGD(eps=0.05, steps=3))},
     "fgsm": {"eps": 0.05},
     "ifgsm": {"eps": 0.05, "steps": 5},
     "pgd": {"eps": 0.05, "steps": 5, "restarts": 2},

@@ -145,10 +145,29 @@ def test_train_then_evaluate_checkpoint(tmp_path: Path) -> None:
 
 
 def test_audit_writes_results(tmp_path: Path) -> None:
-    assert main(["audit", "--model", "digits-cnn", "--quiet", "--out", str(tmp_path)]) == 0
+    argv = [
+        "audit",
+        "--model",
+        "digits-cnn",
+        "--quiet",
+        "--attack-limit",
+        "60",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["data"] == "digits" and res["sections"]["clean"]["accuracy"] >= 0.97
     assert res["meta"]["robustlens"] and res["meta"]["device"] == "cpu"
+    wb = res["sections"]["whitebox"]
+    assert wb["n"] == 60 and wb["eps"] == 0.1
+    ev = wb["evaluation"]
+    assert ev["robust_accuracy"] <= min(a["robust_accuracy"] for a in ev["per_attack"].values())
+    curve = wb["accuracy_vs_l2_normalized"]
+    assert curve["accuracy"] == sorted(curve["accuracy"], reverse=True)
+    sweep = wb["pgd_accuracy_vs_eps"]
+    assert sweep["budgets"] == [0.01, 0.02, 0.05, 0.1, 0.2, 0.3]
+    assert sweep["accuracy"] == sorted(sweep["accuracy"], reverse=True)
 
 
 def test_console_script_entry_point() -> None:

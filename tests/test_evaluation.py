@@ -124,3 +124,46 @@ def test_evaluate_bad_arguments(model, digits) -> None:
         evaluate(model, digits, [])
     with pytest.raises(rl.errors.ParameterError, match="'batch_size' must be an int >= 1"):
         evaluate(model, digits, [FGSM(eps=0.1)], batch_size=0)
+
+
+class _Softmaxed(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).softmax(1)
+
+
+class _Noisy(_Softmaxed):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x + 0.05 * torch.randn_like(x))
+
+
+class _Quantised(_Softmaxed):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner((x * 4).round() / 4)  # piecewise constant: zero gradients
+
+
+@pytest.mark.parametrize(
+    "wrapper,fragment",
+    [
+        (_Softmaxed, "look like probabilities"),
+        (_Noisy, "change between two identical calls"),
+        (_Quantised, "zero or not finite for 100% of the images"),
+    ],
+)
+def test_evaluate_warns_about_unreliable_models(model, digits, wrapper, fragment) -> None:
+    ev = evaluate(wrapper(model), digits[:40], [FGSM(eps=0.1)])
+    assert any(fragment in w for w in ev.warnings), ev.warnings
+
+
+def test_plain_model_gets_no_warning_and_weak_attack_is_flagged(model, digits) -> None:
+    ev = evaluate(model, digits, [FGSM(eps=0.1), PGD(eps=0.1, steps=20)])
+    assert len(ev.warnings) == 1
+    assert ev.warnings[0].startswith("FGSM(eps=0.1) leaves robust accuracy at")
+
+
+def test_evaluate_default_is_the_standard_ensemble(model, digits) -> None:
+    ev = evaluate(model, digits[:30])
+    assert ev.attacks == [rl.attacks.Ensemble.standard(eps=0.1).name]

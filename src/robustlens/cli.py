@@ -271,36 +271,59 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from robustlens import data
     from robustlens._runtime import resolve_device
-    from robustlens.evaluation import clean_accuracy
+    from robustlens.evaluation.suite import run_suite
 
     device = resolve_device(args.device)
-    model, meta = _load_model(args.model, device)
+    model_name = args.model
+    model, meta = _load_model(model_name, device)
     notes: list[str] = []
     data_name = args.data or meta.get("dataset") or "fashion-mnist"
-    if args.data is None and args.model == DEFAULT_MODEL and not data.available(data_name):
+    if args.data is None and model_name == DEFAULT_MODEL and not data.available(data_name):
         notes.append(
             "Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist); the audit "
             "fell back to the digits-cnn model on scikit-learn's digits"
         )
         _say("note: " + notes[-1])
-        model, meta = _load_model("digits-cnn", device)
-        data_name = "digits"
+        model_name, data_name = "digits-cnn", "digits"
+        model, meta = _load_model(model_name, device)
     limit = args.limit or (1000 if args.quick else None)
     ds = _load_data(data_name, "test", args.data_root, limit, args.seed)
+    attack_n = args.attack_limit or (200 if args.quick else 1000)
+    attack_ds = ds.subset(attack_n, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    res = clean_accuracy(model, ds, show_progress=not args.quiet)
-    sections = {"clean": {**res.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}}
-    _print_clean(res)
+    start = time.perf_counter()
+    sections = run_suite(
+        model,
+        ds,
+        attack_ds=attack_ds,
+        eps=args.eps,
+        seed=args.seed,
+        show_progress=not args.quiet,
+        log=None if args.quiet else _say,
+    )
+    clean = sections["clean"]
+    print(f"clean accuracy: {clean['accuracy']:.4f} on {clean['n']} images")
+    for cls, acc in clean["per_class"].items():
+        print(f"  {cls:<12} {'-' if acc is None else f'{acc:.4f}'}")
+    wb = sections["whitebox"]
+    ev = wb["evaluation"]
+    print(
+        f"white-box, {wb['n']} images, Linf eps {wb['eps']}: robust accuracy "
+        f"{ev['robust_accuracy']:.4f} (worst case over {', '.join(ev['attacks'])})"
+    )
+    for name, row in ev["per_attack"].items():
+        print(f"  {name:<28} robust accuracy {row['robust_accuracy']:.4f}")
+    l2n = wb["deepfool"]["median_l2_normalized"]
+    print(f"  DeepFool median normalised L2 {'-' if l2n is None else f'{l2n:.4f}'}")
+    for warning in ev["warnings"]:
+        print(f"  warning: {warning}")
     payload = {
-        "model": args.model
-        if data_name != "digits" or args.model != DEFAULT_MODEL
-        else "digits-cnn",
+        "model": model_name,
         "data": data_name,
         "notes": notes,
         "sections": sections,
-        "meta": _metadata(args, device),
+        "meta": {**_metadata(args, device), "seconds": round(time.perf_counter() - start, 1)},
     }
     _write_json(out / "results.json", payload)
     print(f"wrote {out / 'results.json'}")
@@ -418,7 +441,20 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
     au.add_argument("--data", help="data set name (default: the model's own)")
     au.add_argument("--quick", action="store_true", help="a small sample, a few minutes on a CPU")
-    au.add_argument("--limit", type=_positive_int, help="audit a stratified sample of N images")
+    au.add_argument(
+        "--limit",
+        type=_positive_int,
+        help="clean accuracy on a stratified sample of N images (default: all; --quick: 1000)",
+    )
+    au.add_argument(
+        "--attack-limit", type=_positive_int, help="images attacked (default 1000; --quick: 200)"
+    )
+    au.add_argument(
+        "--eps",
+        type=float,
+        default=0.1,
+        help="Linf budget of the fixed-budget attacks (default: 0.1)",
+    )
     au.add_argument("--out", default="audit", help="output folder (default: ./audit)")
     common(au)
     au.set_defaults(func=cmd_audit)

@@ -5,20 +5,24 @@
 Example:
     >>> import robustlens as rl
     >>> rl.attacks.names()
-    ['cw', 'deepfool', 'fgsm', 'ifgsm', 'pgd']
+    ['apgd', 'cw', 'deepfool', 'ensemble', 'fgsm', 'ifgsm', 'pgd']
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from robustlens.attacks.apgd import APGD
 from robustlens.attacks.base import ATTACKS, Attack, AttackResult, Run
 from robustlens.attacks.cw import CarliniWagner
 from robustlens.attacks.deepfool import DeepFool
+from robustlens.attacks.ensemble import Ensemble
 from robustlens.attacks.gradient import FGSM, IFGSM, PGD
 
 __all__ = [
+    "APGD",
     "ATTACKS",
+    "Ensemble",
     "FGSM",
     "IFGSM",
     "PGD",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -65,6 +65,11 @@ class Run:
         self.keys = sample_keys(x, seed)
         #: The step number a success found by the base's final check is recorded at.
         self.final_step = 0
+        #: Predictions on the returned images, when the attack already computed them all
+        #: (spares the base its verification pass).
+        self.pred_adv: Tensor | None = None
+        #: Attack-specific extras copied into ``AttackResult.details`` (JSON-ready values).
+        self.details: dict[str, Any] = {}
 
     def logits(self, x: Tensor, idx: Tensor) -> Tensor:
         """Forward pass without gradient on the samples ``idx``."""
@@ -120,6 +125,8 @@ class AttackResult:
     y: Tensor
     pred: Tensor
     target: Tensor | None = None
+    #: Attack-specific extras, e.g. an ensemble's contribution of each member.
+    details: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.x_adv)
@@ -165,6 +172,7 @@ class AttackResult:
             "median_l2_normalized": med(self.l2_normalized),
             "mean_queries": float(self.queries[att].float().mean()) if bool(att.any()) else 0.0,
             "mean_gradients": float(self.gradients[att].float().mean()) if bool(att.any()) else 0.0,
+            **self.details,
         }
 
 
@@ -260,6 +268,7 @@ class Attack(ABC):
             queries = torch.zeros(n, dtype=torch.long, device=x.device)
             gradients = torch.zeros_like(queries)
             steps = torch.full((n,), -1, dtype=torch.long, device=x.device)
+            pred_adv = pred.clone()
             if len(idx):
                 adv_sub = self._run(run).detach()
                 x_adv[idx] = adv_sub
@@ -268,8 +277,11 @@ class Attack(ABC):
                     run.gradients,
                     run.first_success,
                 )
-            with torch.no_grad():
-                pred_adv = model(x_adv).argmax(1) if len(idx) else pred
+                known = run.pred_adv
+                if known is None or bool((known < 0).any()):
+                    with torch.no_grad():
+                        known = model(adv_sub).argmax(1)
+                pred_adv[idx] = known
         success = attacked & (pred_adv != y if target is None else pred_adv == target)
         if self.restore_failures:
             failed = attacked & ~success
@@ -293,4 +305,5 @@ class Attack(ABC):
             y=y,
             pred=pred_adv,
             target=target,
+            details=dict(run.details),
         )

@@ -60,12 +60,19 @@ def ascend(
     x0 = run.x
     best = x0.clone()
     best_obj = torch.full((len(x0),), float("-inf"), device=x0.device, dtype=x0.dtype)
+    best_pred = torch.full((len(x0),), -1, device=x0.device, dtype=torch.long)
     done = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
 
-    def keep_best(idx: Tensor, xa: Tensor, obj: Tensor) -> None:
+    def keep_best(idx: Tensor, xa: Tensor, obj: Tensor, pred: Tensor) -> None:
         better = obj > best_obj[idx]
         best[idx[better]] = xa[better]
         best_obj[idx[better]] = obj[better]
+        best_pred[idx[better]] = pred[better]
+
+    def keep_hits(idx: Tensor, xa: Tensor, hit: Tensor, pred: Tensor) -> None:
+        best[idx[hit]] = xa[hit]
+        best_pred[idx[hit]] = pred[hit]
+        done[idx[hit]] = True
 
     for r in range(restarts):
         idx = (~done).nonzero().squeeze(1)
@@ -84,25 +91,28 @@ def ascend(
             t_idx = None if tgt is None else tgt[idx]
             logits, obj, grad = run.gradient(xa, idx, _bind(objective, y[idx], t_idx))
             hit = run.reached(logits, idx)
+            pred = logits.argmax(1)
             if bool(hit.any()):
                 run.mark(idx, hit, r * steps + k)
-                best[idx[hit]] = xa[hit]
-                done[idx[hit]] = True
+                keep_hits(idx, xa, hit, pred)
                 live = ~hit
-                idx, xa, xo, grad, obj = idx[live], xa[live], xo[live], grad[live], obj[live]
+                idx, xa, xo, grad = idx[live], xa[live], xo[live], grad[live]
+                obj, pred = obj[live], pred[live]
                 if len(idx) == 0:
                     break
-            keep_best(idx, xa, obj)
+            keep_best(idx, xa, obj, pred)
             xa = (xo + project(xa + step * direction(grad, norm) - xo, eps, norm)).clamp(0, 1)
         if len(idx):
             logits = run.logits(xa, idx)
             t_idx = None if tgt is None else tgt[idx]
             hit = run.reached(logits, idx)
+            pred = logits.argmax(1)
             run.mark(idx, hit, (r + 1) * steps)
-            best[idx[hit]] = xa[hit]
-            done[idx[hit]] = True
-            keep_best(idx[~hit], xa[~hit], objective(logits, y[idx], t_idx)[~hit])
+            keep_hits(idx, xa, hit, pred)
+            miss = ~hit
+            keep_best(idx[miss], xa[miss], objective(logits, y[idx], t_idx)[miss], pred[miss])
     run.final_step = restarts * steps
+    run.pred_adv = best_pred
     return best
 
 

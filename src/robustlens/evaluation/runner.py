@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from robustlens._checks import check_model
 from robustlens._runtime import inference_mode, progress
 from robustlens.attacks.base import Attack
-from robustlens.attacks.gradient import PGD
+from robustlens.attacks.ensemble import Ensemble
 from robustlens.data.dataset import ImageDataset
+from robustlens.evaluation.checks import model_warnings, weak_attacks
 from robustlens.errors import ParameterError, RobustLensError
 
 __all__ = ["Evaluation", "evaluate", "model_fingerprint"]
@@ -68,6 +69,7 @@ class Evaluation:
     per_attack: dict[str, dict[str, Any]]
     contribution: dict[str, dict[str, int]]
     attacks: list[str]
+    warnings: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(repr=False, default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class Evaluation:
             "attacks": self.attacks,
             "per_attack": self.per_attack,
             "contribution": self.contribution,
+            "warnings": self.warnings,
         }
 
 
@@ -183,7 +186,8 @@ def evaluate(
     Args:
         model: maps images ``(N, C, H, W)`` in ``[0, 1]`` to logits.
         ds: the images and their true labels.
-        attacks: the attacks to run, in order (default: ``PGD(eps=0.1, steps=40)``).
+        attacks: the attacks to run, in order (default: ``Ensemble.standard(eps=0.1)``, APGD-CE
+            then APGD-T: the figure to trust).
         batch_size: images per batch; results are written after each.
         out: folder for ``samples.csv`` (per image) and ``summary.json``; a folder holding an
             unfinished run with the same model, data and attacks is resumed.
@@ -198,7 +202,7 @@ def evaluate(
         True
     """
     check_model(model, where="evaluate")
-    attack_list = list(attacks) if attacks is not None else [PGD(eps=0.1, steps=40)]
+    attack_list = list(attacks) if attacks is not None else [Ensemble.standard(eps=0.1)]
     if not attack_list or not all(isinstance(a, Attack) for a in attack_list):
         raise ParameterError("evaluate: 'attacks' must be a non-empty list of robustlens attacks")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -238,6 +242,8 @@ def evaluate(
             csv_path.unlink(missing_ok=True)
             run_path.write_text(json.dumps(config, indent=2))
     done = len(rows)
+    probe = min(len(ds), 64)
+    warnings = model_warnings(model, ds.x[:probe].to(dev), ds.y[:probe].to(dev))
     with inference_mode(model):
         for start in progress(
             range(done, len(ds), batch_size), show=show_progress, desc="evaluate"
@@ -261,6 +267,15 @@ def evaluate(
                 _append(csv_path, columns, batch_rows)
             rows.extend(batch_rows)
     result = _summarise(rows, names)
+    if len(attack_list) > 1:
+        per = {k: v["robust_accuracy"] for k, v in result.per_attack.items()}
+        for name in weak_attacks(per, result.robust_accuracy):
+            warnings.append(
+                f"{name} leaves robust accuracy at {per[name]:.1%}, more than a point above the "
+                f"worst case over all attacks ({result.robust_accuracy:.1%}): it is a weak attack "
+                "here, do not quote its figure alone"
+            )
+    result.warnings = warnings
     if out is not None:
         (Path(out) / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
