@@ -22,7 +22,6 @@ from robustlens.attacks.gradient import FGSM, IFGSM, PGD
 __all__ = [
     "APGD",
     "ATTACKS",
-    "Ensemble",
     "FGSM",
     "IFGSM",
     "PGD",
@@ -30,6 +29,7 @@ __all__ = [
     "AttackResult",
     "CarliniWagner",
     "DeepFool",
+    "Ensemble",
     "Run",
     "create",
     "names",

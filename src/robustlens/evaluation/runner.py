@@ -32,8 +32,8 @@ from robustlens._runtime import inference_mode, progress
 from robustlens.attacks.base import Attack
 from robustlens.attacks.ensemble import Ensemble
 from robustlens.data.dataset import ImageDataset
-from robustlens.evaluation.checks import model_warnings, weak_attacks
 from robustlens.errors import ParameterError, RobustLensError
+from robustlens.evaluation.checks import model_warnings, weak_attacks
 
 __all__ = ["Evaluation", "evaluate", "model_fingerprint"]
 
