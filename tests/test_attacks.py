@@ -118,7 +118,7 @@ def test_attack_on_real_model_runs_in_float32(name: str) -> None:
     ds = rl.data.load("digits")[:20]
     res = ATTACKS.create(name, **CONFIGS[name])(rl.zoo.load("digits-cnn"), ds.x, ds.y)
     assert res.x_adv.dtype == torch.float32
-    assert 0.0 <= res.success_rate <= 1.0
+    assert res.success_rate > 0.0  # every attack fools the real model on some of 20 images
 
 
 # --------------------------------------------------------------------------- linear references
@@ -133,11 +133,18 @@ def _linear(k: int, d: int = 30, seed: int = 0, scale: float = 3.0) -> nn.Sequen
     return net
 
 
+def _points(
+    net: nn.Module, n: int, lo: float = 0.4, width: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images in ``[lo, lo + width]`` (far from the box edges) and the model's labels."""
+    x = lo + width * torch.rand(n, 1, 5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        return x, net(x).argmax(1)
+
+
 def test_fgsm_exact_on_binary_linear_model() -> None:
     net = _linear(2)
-    x = 0.3 + 0.4 * torch.rand(16, 1, 5, 6, dtype=torch.float64)
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    x, y = _points(net, 16, lo=0.3, width=0.4)
     eps = 0.05
     res = FGSM(eps=eps)(net, x, y)
     w = net[1].weight.detach()
@@ -148,9 +155,7 @@ def test_fgsm_exact_on_binary_linear_model() -> None:
 
 def test_targeted_fgsm_descends_target_loss_on_binary_model() -> None:
     net = _linear(2, seed=3)
-    x = 0.3 + 0.4 * torch.rand(8, 1, 5, 6, dtype=torch.float64)
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    x, y = _points(net, 8, lo=0.3, width=0.4)
     untargeted = FGSM(eps=0.05)(net, x, y)
     targeted = FGSM(eps=0.05)(net, x, y, target=1 - y)
     assert torch.allclose(untargeted.x_adv, targeted.x_adv)
@@ -167,9 +172,7 @@ def _exact_distance(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> tor
 
 def test_deepfool_finds_exact_hyperplane_distance() -> None:
     net = _linear(5, seed=1)
-    x = 0.4 + 0.2 * torch.rand(32, 1, 5, 6, dtype=torch.float64)
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    x, y = _points(net, 32)
     res = DeepFool(overshoot=0.0, candidates=5)(net, x, y)
     exact = _exact_distance(net, x, y)
     assert res.success_rate == 1.0
@@ -179,9 +182,7 @@ def test_deepfool_finds_exact_hyperplane_distance() -> None:
 
 def test_cw_at_least_as_close_as_deepfool_on_linear_model() -> None:
     net = _linear(5, seed=2)
-    x = 0.4 + 0.2 * torch.rand(16, 1, 5, 6, dtype=torch.float64)
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    x, y = _points(net, 16)
     df = DeepFool(overshoot=0.02, candidates=5)(net, x, y)
     cw = CarliniWagner(steps=200, search_steps=9, lr=0.01, c_init=1e-2)(net, x, y)
     assert cw.success_rate == 1.0
@@ -193,9 +194,7 @@ def test_cw_margin_correct_when_all_logits_negative() -> None:
     net = _linear(4, seed=5)
     with torch.no_grad():
         net[1].bias.fill_(-1000.0)  # every logit far below zero
-    x = 0.4 + 0.2 * torch.rand(8, 1, 5, 6, dtype=torch.float64)
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    x, y = _points(net, 8)
     res = CarliniWagner(steps=100, search_steps=6, c_init=1e-2)(net, x, y)
     assert res.success_rate == 1.0
     assert torch.allclose(res.l2, _exact_distance(net, x, y), rtol=0.1)
@@ -203,9 +202,7 @@ def test_cw_margin_correct_when_all_logits_negative() -> None:
 
 def test_cw_failures_return_original_image() -> None:
     net = _linear(3, seed=4)
-    x = 0.4 + 0.2 * torch.rand(4, 1, 5, 6, dtype=torch.float64)
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    x, y = _points(net, 4)
     res = CarliniWagner(steps=2, search_steps=1, c_init=1e-6, lr=1e-4)(net, x, y)
     assert not bool(res.success.any())
     assert torch.equal(res.x_adv, x) and float(res.l2.max()) == 0.0
@@ -225,9 +222,7 @@ def test_cw_failures_return_original_image() -> None:
 )
 def test_targeted_success_means_prediction_equals_target(attack: rl.attacks.Attack) -> None:
     net = _linear(4, seed=6, scale=1.0)
-    x = 0.4 + 0.2 * torch.rand(12, 1, 5, 6, dtype=torch.float64)
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    x, y = _points(net, 12)
     target = (y + 1 + torch.arange(12) % 3) % 4
     res = attack(net, x, y, target=target)
     assert res.success_rate > 0.9
@@ -238,9 +233,7 @@ def test_targeted_success_means_prediction_equals_target(attack: rl.attacks.Atta
 
 def test_early_stopping_stops_samples() -> None:
     net = _linear(3, seed=7)
-    x = 0.4 + 0.2 * torch.rand(16, 1, 5, 6, dtype=torch.float64)
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    x, y = _points(net, 16)
     res = IFGSM(eps=0.3, step=0.01, steps=100)(net, x, y)
     assert res.success_rate == 1.0
     # A sample broken at step s had s gradient steps plus the one that found it broken.

@@ -116,7 +116,7 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _arch_options(pairs: Sequence[str]) -> dict[str, Any]:
+def _key_values(pairs: Sequence[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are JSON (``widths=[16,32]``) or plain strings."""
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -147,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "in_channels": c,
         "num_classes": train.num_classes,
         "image_size": h,
-        **_arch_options(args.arch_option),
+        **_key_values(args.arch_option),
     }
     config = TrainConfig(
         epochs=args.epochs,
@@ -209,7 +209,7 @@ def _attacks_from_args(args: argparse.Namespace) -> list[Any]:
     from robustlens import attacks
 
     shared = {"eps": args.eps, "norm": args.norm, "steps": args.steps, "restarts": args.restarts}
-    extra = _arch_options(args.attack_option)
+    extra = _key_values(args.attack_option)
     built = []
     for name in args.attack:
         cls = attacks.ATTACKS.get(name)

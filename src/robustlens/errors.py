@@ -23,6 +23,7 @@ __all__ = [
     "NonFiniteError",
     "ParameterError",
     "RangeError",
+    "ResumeError",
     "RobustLensError",
     "ShapeError",
     "UnknownNameError",
@@ -82,3 +83,7 @@ class DataFileError(RobustLensError, ValueError):
 
 class CheckpointError(RobustLensError, ValueError):
     """A checkpoint that is unsafe, corrupt, or made for another architecture."""
+
+
+class ResumeError(RobustLensError, ValueError):
+    """An output folder holding a run with other settings than the one asked for."""

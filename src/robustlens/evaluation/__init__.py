@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from robustlens.errors import ResumeError
 from robustlens.evaluation.clean import CleanResult, clean_accuracy, confusion_matrix
 from robustlens.evaluation.curves import Curve, accuracy_vs_distance, robust_accuracy_curve
-from robustlens.evaluation.runner import Evaluation, ResumeError, evaluate, model_fingerprint
+from robustlens.evaluation.runner import Evaluation, evaluate, model_fingerprint
 
 __all__ = [
     "CleanResult",

@@ -116,30 +116,23 @@ def robust_accuracy_curve(
     n = len(x)
     min_eps = torch.full((n,), math.inf, dtype=torch.float64)
     warm = x.clone()
-    robust = None
+    robust = torch.ones(n, dtype=torch.bool, device=x.device)
     accuracy = []
-    for e in budgets:
+    for i, e in enumerate(budgets):
         atk: Attack = dataclasses.replace(attack, **cast(dict[str, Any], {"eps": e}))
-        if robust is None:
-            res = atk(model, x, y)
+        idx = robust.nonzero().squeeze(1)
+        if len(idx) == 0:
+            accuracy.append(0.0)
+            continue
+        init = warm[idx] if warm_start and i > 0 else None
+        res = atk(model, x[idx], y[idx], x_init=init)
+        if i == 0:  # inputs the model already gets wrong need no budget at all
             min_eps[~res.attacked.cpu()] = 0.0
-            robust = res.robust.clone()
-            idx_all = torch.arange(n, device=x.device)
-            broken_here, idx = res.success, idx_all
-            warm = res.x_adv
-        else:
-            idx = robust.nonzero().squeeze(1)
-            if len(idx):
-                res = atk(model, x[idx], y[idx], x_init=warm[idx] if warm_start else None)
-                broken_here = res.success
-                warm[idx] = res.x_adv
-            else:
-                broken_here = torch.zeros(0, dtype=torch.bool, device=x.device)
-        newly = idx[broken_here]
+            robust &= res.attacked
+        warm[idx] = res.x_adv
+        newly = idx[res.success]
         robust[newly] = False
-        min_eps[newly.cpu()] = torch.minimum(
-            min_eps[newly.cpu()], torch.tensor(e, dtype=torch.float64)
-        )
+        min_eps[newly.cpu()] = e  # robust until now: this is its smallest breaking budget
         accuracy.append(float(robust.double().mean()))
     return Curve(
         label=type(attack).__name__,

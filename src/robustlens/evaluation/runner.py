@@ -32,16 +32,12 @@ from robustlens._runtime import inference_mode, progress
 from robustlens.attacks.base import Attack
 from robustlens.attacks.ensemble import Ensemble
 from robustlens.data.dataset import ImageDataset
-from robustlens.errors import ParameterError, RobustLensError
+from robustlens.errors import ParameterError, ResumeError
 from robustlens.evaluation.checks import model_warnings, weak_attacks
 
 __all__ = ["Evaluation", "evaluate", "model_fingerprint"]
 
 _FIELDS = ("success", "l2", "linf", "l2_normalized", "queries", "gradients")
-
-
-class ResumeError(RobustLensError, ValueError):
-    """An output folder holding a run with other settings than the one asked for."""
 
 
 def model_fingerprint(model: nn.Module) -> str:
