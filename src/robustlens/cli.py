@@ -167,14 +167,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = model.to(device)
     _say(f"training {args.arch} on {args.data} ({len(train)} images) on {device}")
     start = time.perf_counter()
-    history = fit(
-        model,
-        train,
-        config=config,
-        val=test if args.val else None,
-        show_progress=not args.quiet,
-        log=None if args.quiet else _say,
-    )
+    val = test if args.val else None
+    log = None if args.quiet else _say
+    if args.adversarial is None:
+        history = fit(model, train, config=config, val=val, show_progress=not args.quiet, log=log)
+    else:
+        from robustlens.defenses import AdversarialConfig, adversarial_fit
+
+        adversarial = AdversarialConfig(
+            method=args.adversarial,
+            eps=args.eps,
+            steps=args.adv_steps,
+            step=args.adv_step,
+            lipschitz=args.lipschitz,
+            lipschitz_weight=args.lipschitz_weight,
+            guard=args.guard,
+        )
+        _say(f"adversarial training: {adversarial}")
+        history = adversarial_fit(
+            model,
+            train,
+            config=config,
+            adversarial=adversarial,
+            val=val,
+            show_progress=not args.quiet,
+            log=log,
+        )
     seconds = time.perf_counter() - start
     res = clean_accuracy(model, test)
     _say(f"test accuracy {res.accuracy:.4f} after {seconds:.0f} s")
@@ -185,7 +203,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train_seconds": round(seconds, 1),
         "command": "robustlens " + shlex.join(sys.argv[1:]),
         "config": history.config,
-        "history": {"loss": history.loss, "train_accuracy": history.train_accuracy},
+        "history": {
+            "loss": history.loss,
+            "train_accuracy": history.train_accuracy,
+            "guard_robust_accuracy": history.robust_accuracy,
+        },
         "robustlens": __version__,
         "torch": str(torch.__version__),
     }
@@ -389,6 +411,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not put the data's mean/std normalisation inside the model",
     )
     tr.add_argument("--val", action="store_true", help="print test accuracy after every epoch")
+    adv = tr.add_argument_group("adversarial training")
+    adv.add_argument(
+        "--adversarial",
+        choices=["pgd", "fast"],
+        help="train on Linf adversarial examples: Madry's PGD or fast FGSM with random start",
+    )
+    adv.add_argument("--eps", type=float, default=0.1, help="Linf budget (default: 0.1)")
+    adv.add_argument("--adv-steps", type=_positive_int, default=7, help="PGD steps (default: 7)")
+    adv.add_argument(
+        "--adv-step", type=float, help="step size (default: 2.5 eps / steps; fast: 1.25 eps)"
+    )
+    adv.add_argument("--lipschitz", choices=["none", "parseval", "spectral"], default="none")
+    adv.add_argument("--lipschitz-weight", type=float, default=1e-3)
+    adv.add_argument(
+        "--no-guard",
+        dest="guard",
+        action="store_false",
+        help="skip the per-epoch PGD check that stops catastrophic overfitting",
+    )
     tr.add_argument("--out", required=True, help="checkpoint file to write")
     common(tr)
     tr.set_defaults(func=cmd_train)

@@ -1,4 +1,5 @@
-"""White-box attacks, all returning an :class:`AttackResult` with per-sample tensors.
+"""White-box attacks, all returning an :class:`AttackResult` with per-sample tensors; the adaptive
+wrappers BPDA and EOT; the universal adversarial patch and random transformations.
 
 ``create(name, **kw)`` builds a registered attack; ``names()`` lists them.
 
@@ -12,16 +13,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from robustlens.attacks.adaptive import (
+    BPDA,
+    EOT,
+    Diagnosis,
+    StraightThrough,
+    adaptive,
+    bpda_view,
+    diagnose,
+    eot_view,
+)
 from robustlens.attacks.apgd import APGD
 from robustlens.attacks.base import ATTACKS, Attack, AttackResult, Run
 from robustlens.attacks.cw import CarliniWagner
 from robustlens.attacks.deepfool import DeepFool
 from robustlens.attacks.ensemble import Ensemble
 from robustlens.attacks.gradient import FGSM, IFGSM, PGD
+from robustlens.attacks.patch import Patch, PatchResult, apply_patch
+from robustlens.attacks.transforms import RandomTransform, transformed_success
 
 __all__ = [
     "APGD",
     "ATTACKS",
+    "BPDA",
+    "EOT",
     "FGSM",
     "IFGSM",
     "PGD",
@@ -29,10 +44,21 @@ __all__ = [
     "AttackResult",
     "CarliniWagner",
     "DeepFool",
+    "Diagnosis",
     "Ensemble",
+    "Patch",
+    "PatchResult",
+    "RandomTransform",
     "Run",
+    "StraightThrough",
+    "adaptive",
+    "apply_patch",
+    "bpda_view",
     "create",
+    "diagnose",
+    "eot_view",
     "names",
+    "transformed_success",
 ]
 
 

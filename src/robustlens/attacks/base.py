@@ -86,7 +86,13 @@ class Run:
         with torch.enable_grad():
             out = self.model(xg)
             value = objective(out)
-            (grad,) = torch.autograd.grad(value.sum(), xg)
+            # A model whose output does not depend on x through autograd (a JPEG layer, say)
+            # gives a zero gradient: the attack stalls, as it would against the real defense.
+            grad = None
+            if value.requires_grad:
+                (grad,) = torch.autograd.grad(value.sum(), xg, allow_unused=True)
+            if grad is None:
+                grad = torch.zeros_like(xg)
         self.queries[idx] += 1
         self.gradients[idx] += 1
         return out.detach(), value.detach(), grad

@@ -26,9 +26,19 @@ from robustlens._runtime import batched_logits, progress
 from robustlens.data.dataset import ImageDataset
 from robustlens.training.augment import random_flip, random_shift
 
-__all__ = ["Perturb", "TrainConfig", "TrainHistory", "channel_stats", "fit"]
+__all__ = [
+    "EpochEnd",
+    "Perturb",
+    "Regularizer",
+    "TrainConfig",
+    "TrainHistory",
+    "channel_stats",
+    "fit",
+]
 
 Perturb = Callable[[nn.Module, Tensor, Tensor], Tensor]
+Regularizer = Callable[[nn.Module], Tensor]
+EpochEnd = Callable[[int, nn.Module], bool]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,11 +70,13 @@ class TrainConfig:
 
 @dataclass
 class TrainHistory:
-    """Per-epoch training loss and accuracy, and validation accuracy when a set was given."""
+    """Per-epoch training loss and accuracy, validation accuracy when a set was given, and the
+    adversarial training guard's robust accuracy when it ran."""
 
     loss: list[float] = field(default_factory=list)
     train_accuracy: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    robust_accuracy: list[float] = field(default_factory=list)
     config: dict[str, object] = field(default_factory=dict)
 
 
@@ -81,6 +93,8 @@ def fit(
     config: TrainConfig | None = None,
     val: ImageDataset | None = None,
     perturb: Perturb | None = None,
+    regularizer: Regularizer | None = None,
+    epoch_end: EpochEnd | None = None,
     show_progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainHistory:
@@ -88,6 +102,10 @@ def fit(
 
     The model must already be on the device to train on; each batch is moved there. Shuffling,
     augmentation and initialisation-independent randomness all come from ``config.seed``.
+
+    Hooks (adversarial training uses them): ``perturb(model, x, y)`` replaces each batch before the
+    update, ``regularizer(model)`` adds a scalar to the loss, and ``epoch_end(epoch, model)`` runs
+    after each epoch and stops training when it returns ``True``.
     """
     cfg = config or TrainConfig()
     device = next(model.parameters()).device
@@ -126,8 +144,9 @@ def fit(
                 model.train()
             logits = model(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            objective = loss if regularizer is None else loss + regularizer(model)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             opt.step()
             sched.step()
             total_loss += loss.detach() * len(idx)
@@ -144,6 +163,8 @@ def fit(
             line += f", val accuracy {acc:.4f}"
         if log is not None:
             log(line)
+        if epoch_end is not None and epoch_end(epoch, model):
+            break
     model.eval()
     return history
 

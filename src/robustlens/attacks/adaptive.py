@@ -1,0 +1,323 @@
+"""Adaptive attacks against preprocessing defenses: BPDA, EOT, and ``adaptive`` which picks them.
+
+Athalye, Carlini and Wagner (2018) showed that most defenses of their day only *masked* gradients:
+
+- **BPDA** (backward pass differentiable approximation): a non-differentiable layer ``f`` (JPEG,
+  bit-depth reduction, TV minimisation, quilting) runs as itself in the forward pass, and as a
+  differentiable approximation ``g`` (identity by default, since ``f(x) ~ x``) in the backward
+  pass: ``g(x) + stop_gradient(f(x) - g(x))``.
+- **EOT** (expectation over transformation): for a randomized defense, attack the expected
+  prediction ``E_t[softmax(f(t(x)))]`` estimated with ``samples`` draws; its gradient is the
+  average of the draws' gradients (the lecture's formula). ``transform`` optionally supplies the
+  distribution ``t`` (``(x, generator) -> x``), as for robust adversarial examples under
+  rotations and rescalings (Athalye et al. 2017).
+
+Both wrap any attack and any model: BPDA finds the layers to approximate in a
+:func:`~robustlens.defenses.defend` model or an ``nn.Sequential`` (declared
+``differentiable = False``, or found by probing when a user's module declares nothing). The
+returned images are judged on the real model: a success under EOT's average that does not hold on
+a fresh random draw of the defense is not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustlens._checks import check_at_least, check_images, check_model
+from robustlens._runtime import inference_mode
+from robustlens.attacks._steps import Norm
+from robustlens.attacks.base import Attack, Run
+from robustlens.defenses.base import Defended, probe
+from robustlens.errors import ParameterError
+
+__all__ = ["BPDA", "EOT", "StraightThrough", "Transform", "adaptive", "bpda_view", "eot_view"]
+
+Transform = Callable[[Tensor, torch.Generator], Tensor]
+
+
+class _Persistent(Run):
+    """A run whose samples never count as done: the attack spends every step on its objective.
+
+    Against a randomized model one lucky draw is not a success; stopping there returns an image
+    that the next draw classifies correctly. Attacks keep their best-objective iterate instead.
+    """
+
+    def reached(self, logits: Tensor, idx: Tensor) -> Tensor:
+        return torch.zeros(len(idx), dtype=torch.bool, device=logits.device)
+
+
+def _delegate(
+    inner: Attack, run: Run, model: nn.Module, cost: int = 1, *, persistent: bool = False
+) -> Tensor:
+    """Run ``inner``'s algorithm on ``model`` for the samples of ``run``; fold its counts back."""
+    kind = _Persistent if persistent or isinstance(run, _Persistent) else Run
+    sub = kind(model, run.x, run.y, run.target, inner.seed, run.x_init)
+    x_adv = inner._run(sub)
+    run.queries += sub.queries * cost
+    run.gradients += sub.gradients * cost
+    run.first_success = sub.first_success
+    run.final_step = sub.final_step
+    run.details.update(sub.details)
+    run.pred_adv = None  # judge the images on the real model, not on the attack's view of it
+    return x_adv
+
+
+# --------------------------------------------------------------------------- BPDA
+
+
+class StraightThrough(nn.Module):
+    """``layer`` in the forward pass, ``approx`` (identity by default) in the backward pass.
+
+    Shape: as ``layer``. A layer returning ``v`` views per image gets ``approx(x)`` repeated ``v``
+    times as its backward path.
+    """
+
+    def __init__(self, layer: nn.Module, approx: Callable[[Tensor], Tensor] | None = None) -> None:
+        super().__init__()
+        self.layer = layer
+        self.approx = approx
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            out = self.layer(x)
+        g = x if self.approx is None else self.approx(x)
+        if len(out) != len(g) and len(out) % len(g) == 0:
+            g = g.repeat_interleave(len(out) // len(g), dim=0)
+        if g.shape != out.shape:
+            raise ParameterError(
+                f"BPDA: the approximation returns {tuple(g.shape)} but {type(self.layer).__name__} "
+                f"returns {tuple(out.shape)}; give an approx with the layer's output shape"
+            )
+        return g + (out - g).detach()
+
+
+def _needs_bpda(layer: nn.Module, x: Tensor) -> bool:
+    declared = getattr(layer, "differentiable", None)
+    if isinstance(declared, bool):
+        return not declared
+    return not probe(layer, x).differentiable
+
+
+def bpda_view(
+    model: nn.Module, x: Tensor, approx: Callable[[Tensor], Tensor] | None = None
+) -> nn.Module:
+    """``model`` with every non-differentiable preprocessing layer made straight-through.
+
+    ``model`` is a :func:`~robustlens.defenses.defend` model (its preprocessors are checked) or an
+    ``nn.Sequential`` (its children, in order, up to the last one: the classifier). ``x`` are
+    example inputs for probing layers that declare no ``differentiable`` flag.
+    """
+    if isinstance(model, Defended):
+        layers, h = [], x
+        for p in model.preprocessors:
+            layers.append(StraightThrough(p, approx) if _needs_bpda(p, h) else p)
+            with torch.no_grad():
+                h = p(h)
+        return Defended(model.model, layers)
+    if isinstance(model, nn.Sequential) and len(model) > 1:
+        children, h = [], x
+        for child in list(model)[:-1]:
+            children.append(StraightThrough(child, approx) if _needs_bpda(child, h) else child)
+            with torch.no_grad():
+                h = child(h)
+        return nn.Sequential(*children, model[-1])
+    raise ParameterError(
+        f"BPDA: cannot tell the preprocessing of a {type(model).__name__} from its classifier; "
+        "build the model with robustlens.defenses.defend(classifier, *preprocessing) or as "
+        "nn.Sequential(*preprocessing, classifier)"
+    )
+
+
+@dataclass(frozen=True)
+class Wrapper(Attack):
+    """An attack run on a view of the model (BPDA, EOT): same threat model, same failure rule."""
+
+    attack: Attack
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attack, Attack):
+            raise ParameterError(
+                f"{type(self).__name__}: 'attack' must be a robustlens attack, got "
+                f"{type(self.attack).__name__}"
+            )
+
+    @property
+    def restore_failures(self) -> bool:  # type: ignore[override]
+        return self.attack.restore_failures
+
+    def ball(self) -> tuple[Norm, float] | None:
+        return self.attack.ball()
+
+    def _run(self, run: Run) -> Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class BPDA(Wrapper):
+    """Backward pass differentiable approximation (Athalye et al. 2018) around ``attack``.
+
+    Example:
+        >>> import robustlens as rl
+        >>> ds = rl.data.load("digits")[:16]
+        >>> defended = rl.defenses.defend(rl.zoo.load("digits-cnn"), rl.defenses.JPEG(quality=60))
+        >>> pgd = rl.attacks.PGD(eps=0.3, steps=20)
+        >>> pgd(defended, ds.x, ds.y).success_rate < BPDA(pgd)(defended, ds.x, ds.y).success_rate
+        True
+    """
+
+    approx: Callable[[Tensor], Tensor] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"BPDA({self.attack.name})"
+
+    def _run(self, run: Run) -> Tensor:
+        return _delegate(self.attack, run, bpda_view(run.model, run.x[:2], self.approx))
+
+
+# --------------------------------------------------------------------------- EOT
+
+
+class _Expectation(nn.Module):
+    def __init__(
+        self, model: nn.Module, samples: int, transform: Transform | None, seed: int
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.samples = samples
+        self.transform = transform
+        self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = len(x)
+        xr = x.repeat_interleave(self.samples, dim=0)
+        if self.transform is not None:
+            g = self._generators.get(x.device)
+            if g is None:
+                g = torch.Generator(device=x.device).manual_seed(self.seed)
+                self._generators[x.device] = g
+            xr = self.transform(xr, g)
+        logp = torch.log_softmax(self.model(xr), dim=1).view(n, self.samples, -1)
+        return torch.logsumexp(logp, dim=1) - math.log(self.samples)
+
+
+def eot_view(
+    model: nn.Module, samples: int, transform: Transform | None = None, seed: int = 0
+) -> nn.Module:
+    """``x -> log mean_t softmax(model(t(x)))`` over ``samples`` draws (of the model's own
+    randomness, and of ``transform`` when given).
+
+    Shape: x (N, C, H, W) -> (N, K); the model sees ``N * samples`` images per call.
+    """
+    return _Expectation(model, samples, transform, seed)
+
+
+@dataclass(frozen=True)
+class EOT(Wrapper):
+    """Expectation over transformation (Athalye et al. 2017, 2018) around ``attack``.
+
+    ``samples`` draws per gradient; ``transform`` is an optional ``(x, generator) -> x``
+    distribution applied before the model (for example
+    :class:`~robustlens.attacks.RandomTransform`). ``queries`` and ``gradients`` count every draw.
+    The wrapped attack runs all its steps (no stop at the first success, which on a random model
+    may be a lucky draw) and returns its highest-objective iterate.
+
+    Example:
+        >>> import robustlens as rl
+        >>> ds = rl.data.load("digits")[:16]
+        >>> crops = rl.defenses.CropRescale(fraction=0.75, crops=4)
+        >>> defended = rl.defenses.defend(rl.zoo.load("digits-cnn"), crops)
+        >>> res = EOT(rl.attacks.PGD(eps=0.3, steps=10), samples=4)(defended, ds.x, ds.y)
+        >>> res.success_rate > 0.8
+        True
+    """
+
+    samples: int = field(default=10, kw_only=True)
+    transform: Transform | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, "samples", 1)
+        if self.transform is not None and not callable(self.transform):
+            raise ParameterError(
+                "EOT: 'transform' must be a callable (x, generator) -> x, got "
+                f"{type(self.transform).__name__}"
+            )
+
+    @property
+    def name(self) -> str:
+        return f"EOT({self.attack.name}, samples={self.samples})"
+
+    def _run(self, run: Run) -> Tensor:
+        view = eot_view(run.model, self.samples, self.transform, self.seed)
+        return _delegate(self.attack, run, view, cost=self.samples, persistent=True)
+
+
+# --------------------------------------------------------------------------- adaptive
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What probing a model found, and the wrappers it calls for."""
+
+    gradient: str  # "ok", "none", "zero", "non-finite"
+    randomized: bool
+
+    @property
+    def bpda(self) -> bool:
+        return self.gradient != "ok"
+
+    @property
+    def eot(self) -> bool:
+        return self.randomized
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gradient": self.gradient,
+            "randomized": self.randomized,
+            "bpda": self.bpda,
+            "eot": self.eot,
+        }
+
+
+def diagnose(model: nn.Module, x: Tensor) -> Diagnosis:
+    """Probe ``model`` on images ``x``: usable input gradients? identical outputs on repeat?"""
+    check_model(model, where="adaptive")
+    check_images(x, where="adaptive")
+    with inference_mode(model):
+        found = probe(model, x)
+    return Diagnosis(gradient=found.gradient, randomized=found.randomized)
+
+
+def adaptive(attack: Attack, defended: nn.Module, x: Tensor, *, samples: int = 10) -> Attack:
+    """``attack`` adapted to ``defended`` by probing it on example images ``x``.
+
+    No, zero or non-finite input gradients call for BPDA; outputs that change between identical
+    calls call for EOT with ``samples`` draws; both for ``BPDA(EOT(attack))``; neither for
+    ``attack`` itself.
+
+    Example:
+        >>> import robustlens as rl
+        >>> ds = rl.data.load("digits")[:8]
+        >>> defended = rl.defenses.defend(rl.zoo.load("digits-cnn"), rl.defenses.TVM(iterations=20))
+        >>> adaptive(rl.attacks.PGD(eps=0.1), defended, ds.x).name
+        'BPDA(EOT(PGD(eps=0.1), samples=10))'
+    """
+    if not isinstance(attack, Attack):
+        raise ParameterError(
+            f"adaptive: 'attack' must be a robustlens attack, got {type(attack).__name__}"
+        )
+    found = diagnose(defended, x)
+    out: Attack = attack
+    if found.eot:
+        out = EOT(out, samples=samples, seed=attack.seed)
+    if found.bpda:
+        out = BPDA(out, seed=attack.seed)
+    return out

@@ -1,0 +1,142 @@
+"""BPDA, EOT and adaptive(): gradients, choices, and their effect on real defenses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import robustlens as rl
+from robustlens.attacks import BPDA, EOT, PGD, adaptive, bpda_view, eot_view
+from robustlens.defenses import JPEG, TVM, BitDepth, CropRescale, defend
+from robustlens.errors import ParameterError
+
+
+class UserIdentity(nn.Module):
+    """A user's preprocessing that claims to be non-differentiable but is the identity."""
+
+    differentiable = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach().clone()
+
+
+class UserRound(nn.Module):
+    """A user's rounding layer with no declared flags: zero gradients everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 3) / 3
+
+
+class UserNoise(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def digits() -> rl.data.ImageDataset:
+    return rl.data.load("digits", split="test")[:32]
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    return rl.zoo.load("digits-cnn")
+
+
+def _input_grad(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(m(xg), y), xg)
+    return g
+
+
+def test_bpda_gradient_equals_autograd_on_identity(model: nn.Module, digits) -> None:
+    defended = defend(model, UserIdentity())
+    view = bpda_view(defended, digits.x[:2])
+    torch.testing.assert_close(
+        _input_grad(view, digits.x, digits.y), _input_grad(model, digits.x, digits.y)
+    )
+    # The forward pass is the real defense's.
+    torch.testing.assert_close(view(digits.x), defended(digits.x))
+
+
+def test_bpda_forward_is_the_real_defense(model: nn.Module, digits) -> None:
+    defended = defend(model, BitDepth(bits=2))
+    view = bpda_view(defended, digits.x[:2])
+    torch.testing.assert_close(view(digits.x), defended(digits.x))
+    assert float(_input_grad(view, digits.x, digits.y).abs().sum()) > 0
+    assert float(_input_grad(defended, digits.x, digits.y).abs().sum()) == 0
+
+
+def test_bpda_on_users_sequential(model: nn.Module, digits) -> None:
+    seq = nn.Sequential(UserRound(), model)
+    pgd = PGD(eps=0.3, steps=20)
+    naive, adapted = pgd(seq, digits.x, digits.y), BPDA(pgd)(seq, digits.x, digits.y)
+    assert naive.success_rate < 0.2 < adapted.success_rate - 0.4
+    assert float(adapted.linf.max()) <= 0.3 + 1e-6
+
+
+def test_bpda_needs_to_find_the_preprocessing(model: nn.Module, digits) -> None:
+    with pytest.raises(ParameterError, match="defend\\(classifier"):
+        BPDA(PGD(eps=0.1))(model, digits.x, digits.y)
+
+
+def test_eot_view_of_a_deterministic_model_is_its_log_softmax(model, digits) -> None:
+    out = eot_view(model, samples=3)(digits.x)
+    torch.testing.assert_close(out, torch.log_softmax(model(digits.x), dim=1))
+
+
+def test_eot_averages_a_transform_distribution(digits) -> None:
+    calls: list[int] = []
+
+    def shift(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        calls.append(len(x))
+        return x.roll(int(torch.randint(0, 3, (1,), generator=g)), dims=-1)
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    out = eot_view(net, samples=5, transform=shift)(digits.x[:4])
+    assert calls == [20] and out.shape == (4, 10)
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(4))
+
+
+def test_eot_counts_every_draw_and_runs_all_steps(model, digits) -> None:
+    crops = CropRescale(fraction=0.75, crops=2)
+    defended = defend(model, crops)
+    res = EOT(PGD(eps=0.05, steps=4), samples=3)(defended, digits.x, digits.y)
+    attacked = res.attacked
+    # 4 gradient steps and a final check, each with 3 draws, for every attacked image.
+    assert bool((res.gradients[attacked] == 12).all())
+    assert bool((res.queries[attacked] == 15).all())
+    assert res.attack == "EOT(PGD(eps=0.05, steps=4), samples=3)"
+
+
+def test_adaptive_picks_by_probing(model, digits) -> None:
+    pgd = PGD(eps=0.1)
+    x = digits.x[:8]
+    assert adaptive(pgd, model, x) is pgd
+    assert adaptive(pgd, defend(model, JPEG(quality=75)), x).name.startswith("BPDA(PGD")
+    assert adaptive(pgd, defend(model, UserRound()), x).name.startswith("BPDA(PGD")
+    assert adaptive(pgd, defend(model, UserNoise()), x).name.startswith("EOT(PGD")
+    both = adaptive(pgd, defend(model, TVM(iterations=5)), x, samples=3)
+    assert both.name == "BPDA(EOT(PGD(eps=0.1), samples=3))"
+
+
+def test_adaptive_attack_beats_jpeg_and_crops(model, digits) -> None:
+    pgd = PGD(eps=0.2, steps=20)
+    for pre in (JPEG(quality=60), CropRescale(fraction=0.75, crops=4)):
+        defended = defend(model, pre)
+        naive = pgd(defended, digits.x, digits.y)
+        strong = adaptive(pgd, defended, digits.x[:8], samples=4)(defended, digits.x, digits.y)
+        # Judge both on a fresh call of the defended model.
+        with torch.no_grad():
+            acc_naive = float((defended(naive.x_adv).argmax(1) == digits.y).float().mean())
+            acc_strong = float((defended(strong.x_adv).argmax(1) == digits.y).float().mean())
+        assert acc_strong < 0.3, (type(pre).__name__, acc_strong)
+        assert acc_strong < acc_naive - 0.2, (type(pre).__name__, acc_naive, acc_strong)
+
+
+def test_wrappers_validate() -> None:
+    with pytest.raises(ParameterError, match="'attack' must be a robustlens attack"):
+        BPDA(lambda m, x, y: x)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="'samples' must be an int >= 1"):
+        EOT(PGD(eps=0.1), samples=0)
