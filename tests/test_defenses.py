@@ -158,3 +158,14 @@ def test_probe_finds_a_users_module_flags(x: torch.Tensor) -> None:
     assert probe(Round(), x) == rl.defenses.Probe(False, False, "zero")
     found = probe(Noise(), x)
     assert found.differentiable and found.randomized
+
+
+def test_tv_divergence_is_minus_the_adjoint_of_the_gradient() -> None:
+    from robustlens.defenses.transforms import _div, _grad
+
+    g = torch.Generator().manual_seed(0)
+    z, px, py = (torch.randn(2, 3, 5, 7, generator=g, dtype=torch.float64) for _ in range(3))
+    gx, gy = _grad(z)
+    assert float((gx * px + gy * py).sum() + (z * _div(px, py)).sum()) == pytest.approx(
+        0, abs=1e-10
+    )

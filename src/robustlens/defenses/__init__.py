@@ -8,6 +8,7 @@ declares ``differentiable`` and ``randomized``, which the adaptive attacks
 from __future__ import annotations
 
 from robustlens.defenses.base import Defended, Preprocessor, Probe, defend, probe
+from robustlens.defenses.quilting import Quilting, knn
 from robustlens.defenses.training import (
     AdversarialConfig,
     OverfitGuard,
@@ -37,9 +38,11 @@ __all__ = [
     "OverfitGuard",
     "Preprocessor",
     "Probe",
+    "Quilting",
     "adversarial_fit",
     "binomial_kernel",
     "defend",
+    "knn",
     "lipschitz_penalty",
     "pgd_perturbation",
     "probe",

@@ -222,27 +222,17 @@ class CropRescale(Preprocessor):
 # --------------------------------------------------------------------------- TV minimisation
 
 
-def _grad(z: Tensor) -> Tensor:
-    """Forward differences (Neumann boundary): (..., H, W) -> (..., 2, H, W)."""
-    gx = torch.zeros_like(z)
-    gy = torch.zeros_like(z)
-    gx[..., :, :-1] = z[..., :, 1:] - z[..., :, :-1]
-    gy[..., :-1, :] = z[..., 1:, :] - z[..., :-1, :]
-    return torch.stack((gx, gy), dim=-3)
+def _grad(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Forward differences along W and H (zero at the far border): (..., H, W) -> two (..., H, W)."""
+    return F.pad(z[..., :, 1:] - z[..., :, :-1], (0, 1)), F.pad(
+        z[..., 1:, :] - z[..., :-1, :], (0, 0, 0, 1)
+    )
 
 
-def _div(p: Tensor) -> Tensor:
-    """Discrete divergence, the negative adjoint of :func:`_grad`: (..., 2, H, W) -> (..., H, W)."""
-    px, py = p.unbind(-3)
-    dx = torch.zeros_like(px)
-    dy = torch.zeros_like(py)
-    dx[..., :, 0] = px[..., :, 0]
-    dx[..., :, 1:-1] = px[..., :, 1:-1] - px[..., :, :-2]
-    dx[..., :, -1] = -px[..., :, -2]
-    dy[..., 0, :] = py[..., 0, :]
-    dy[..., 1:-1, :] = py[..., 1:-1, :] - py[..., :-2, :]
-    dy[..., -1, :] = -py[..., -2, :]
-    return dx + dy
+def _div(px: Tensor, py: Tensor) -> Tensor:
+    """Discrete divergence, the negative adjoint of :func:`_grad`."""
+    px, py = px[..., :, :-1], py[..., :-1, :]
+    return F.pad(px, (0, 1)) - F.pad(px, (1, 0)) + F.pad(py, (0, 0, 0, 1)) - F.pad(py, (0, 0, 1, 0))
 
 
 def _fill(x: Tensor, m: Tensor) -> Tensor:
@@ -269,14 +259,15 @@ def tv_reconstruct(x: Tensor, mask: Tensor, weight: float, iterations: int = 100
     m = mask.to(x.dtype).expand_as(x)
     z = _fill(x, m)
     z_bar = z
-    p = torch.zeros(*x.shape[:-2], 2, *x.shape[-2:], device=x.device, dtype=x.dtype)
+    px = torch.zeros_like(x)
+    py = torch.zeros_like(x)
     for _ in range(iterations):
-        p = p + sigma * _grad(z_bar)
-        scale = (p.norm(dim=-3, keepdim=True) / weight).clamp_min(1.0)
-        p = p / scale
+        gx, gy = _grad(z_bar)
+        px, py = px + sigma * gx, py + sigma * gy
+        scale = ((px * px + py * py).sqrt() / weight).clamp_min(1.0)
+        px, py = px / scale, py / scale
         z_old = z
-        v = z + tau * _div(p)
-        z = (v + tau * m * x) / (1 + tau * m)
+        z = (z + tau * _div(px, py) + tau * m * x) / (1 + tau * m)
         z_bar = 2 * z - z_old
     return z
 

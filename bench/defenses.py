@@ -1,0 +1,203 @@
+"""Defenses on Fashion-MNIST: naive vs adaptive attacks, side by side with ART's BPDA where it has one.
+
+For each input-transformation defense in front of the zoo model ``fmnist-cnn``, the accuracy on
+N test images at eps (Linf) under the naive PGD (run as if the defense were absent) and under the
+adaptive PGD (``rl.attacks.adaptive``: BPDA and/or EOT as probing calls for), next to the undefended
+model under the same PGD. Every adversarial image is judged by a fresh call of the defended model
+(a new random draw for randomized defenses). ART (adversarial-robustness-toolbox) runs the same PGD
+through its own JPEG and feature-squeezing preprocessors, whose backward pass is the identity
+(ART's BPDA). Results are written after each defense, so an interrupted run keeps what it did::
+
+    python -m venv --system-site-packages /tmp/bench
+    /tmp/bench/bin/pip install adversarial-robustness-toolbox
+    /tmp/bench/bin/python bench/defenses.py --n 1000 --eps 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import robustlens as rl
+from robustlens.attacks import PGD, Attack, adaptive
+from robustlens.defenses import JPEG, TVM, BitDepth, CropRescale, defend
+from robustlens.defenses.quilting import Quilting
+
+
+def judged(model: nn.Module, x_adv: Tensor, y: Tensor, clean: Tensor) -> float:
+    """Accuracy on ``x_adv`` by a fresh call, counting only images correct before the attack."""
+    with torch.no_grad():
+        return float((clean & (model(x_adv).argmax(1) == y)).double().mean())
+
+
+def run_attack(
+    attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch: int
+) -> tuple[Tensor, float]:
+    start = time.perf_counter()
+    out = torch.cat(
+        [attack(model, x[i : i + batch], y[i : i + batch]).x_adv for i in range(0, len(x), batch)]
+    )
+    return out, time.perf_counter() - start
+
+
+def art_pgd(
+    model: nn.Module, pre_name: str, x: Tensor, y: Tensor, eps: float, steps: int, batch: int
+) -> tuple[Tensor, float] | None:
+    try:
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.defences.preprocessor import FeatureSqueezing, JpegCompression
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError:
+        return None
+    defences = {
+        "jpeg": lambda: JpegCompression(
+            clip_values=(0.0, 1.0), quality=75, channels_first=True, apply_predict=True
+        ),
+        "bitdepth": lambda: FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=4),
+    }
+    if pre_name not in defences:
+        return None
+
+    class AsFloat(nn.Module):  # ART's feature squeezing hands the model float64 arrays
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, v: Tensor) -> Tensor:
+            return self.inner(v.float())
+
+    clf = PyTorchClassifier(
+        model=AsFloat(),
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(x.shape[1:]),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        preprocessing_defences=[defences[pre_name]()],
+    )
+    pgd = ProjectedGradientDescent(
+        clf,
+        norm=np.inf,
+        eps=eps,
+        eps_step=2.5 * eps / steps,
+        max_iter=steps,
+        batch_size=batch,
+        verbose=False,
+    )
+    start = time.perf_counter()
+    x_adv = pgd.generate(x.numpy(), y=y.numpy())
+    return torch.from_numpy(x_adv).float(), time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--eps", type=float, default=0.1)
+    p.add_argument("--steps", type=int, default=20, help="PGD steps (default: 20)")
+    p.add_argument("--samples", type=int, default=4, help="EOT draws per gradient (default: 4)")
+    p.add_argument("--quilting-size", type=int, default=100_000, help="patch database size")
+    p.add_argument("--batch", type=int, default=250)
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=["jpeg", "bitdepth", "tvm", "quilting", "crop"],
+        help="defenses to run",
+    )
+    p.add_argument("--no-peer", action="store_true", help="skip ART")
+    p.add_argument("--out", default="bench/results/defenses.json")
+    args = p.parse_args()
+
+    test = rl.data.load("fashion-mnist", split="test").subset(args.n, seed=0)
+    x, y = test.x, test.y
+    model = rl.zoo.load("fmnist-cnn")
+    for q in model.parameters():
+        q.requires_grad_(False)
+    pgd = PGD(eps=args.eps, steps=args.steps)
+    with torch.no_grad():
+        clean_und = model(x).argmax(1) == y
+    x_und, t_und = run_attack(pgd, model, x, y, args.batch)
+    undefended = judged(model, x_und, y, clean_und)
+    print(
+        f"undefended: clean {float(clean_und.double().mean()):.4f}, PGD {undefended:.4f} ({t_und:.0f} s)"
+    )
+
+    def quilting() -> nn.Module:
+        train = rl.data.load("fashion-mnist", split="train")
+        return Quilting.from_images(
+            train.x, patch=5, stride=5, k=10, size=args.quilting_size, seed=0
+        )
+
+    factories: dict[str, Callable[[], nn.Module]] = {
+        "jpeg": lambda: JPEG(quality=75),
+        "bitdepth": lambda: BitDepth(bits=4),
+        "tvm": lambda: TVM(drop=0.5, weight=0.03, seed=0),
+        "quilting": quilting,
+        "crop": lambda: CropRescale(fraction=0.8, crops=10, seed=0),
+    }
+    out_path = Path(args.out)
+    result: dict[str, object] = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "n": args.n,
+        "eps": args.eps,
+        "steps": args.steps,
+        "samples": args.samples,
+        "undefended": {
+            "clean": float(clean_und.double().mean()),
+            "pgd": undefended,
+            "seconds": t_und,
+        },
+        "defenses": {},
+    }
+    rows: dict[str, dict[str, object]] = result["defenses"]  # type: ignore[assignment]
+    for name in args.only:
+        pre = factories[name]()
+        defended = defend(model, pre)
+        with torch.no_grad():
+            clean = (
+                torch.cat(
+                    [
+                        defended(x[i : i + args.batch]).argmax(1)
+                        for i in range(0, len(x), args.batch)
+                    ]
+                )
+                == y
+            )
+        x_naive, t_naive = run_attack(pgd, defended, x, y, args.batch)
+        strong = adaptive(pgd, defended, x[:16], samples=args.samples)
+        x_adapt, t_adapt = run_attack(strong, defended, x, y, args.batch)
+        row: dict[str, object] = {
+            "defense": repr(pre),
+            "clean": float(clean.double().mean()),
+            "naive": judged(defended, x_naive, y, clean),
+            "adaptive": judged(defended, x_adapt, y, clean),
+            "adaptive_attack": strong.name,
+            "naive_seconds": t_naive,
+            "adaptive_seconds": t_adapt,
+            "gap_to_undefended": None,
+        }
+        row["gap_to_undefended"] = float(row["adaptive"]) - undefended  # type: ignore[arg-type]
+        if not args.no_peer:
+            peer = art_pgd(model, name, x, y, args.eps, args.steps, args.batch)
+            if peer is not None:
+                row["art_bpda"] = judged(defended, peer[0], y, clean)
+                row["art_seconds"] = peer[1]
+        rows[name] = row
+        print(json.dumps({name: row}), flush=True)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
