@@ -106,6 +106,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="PGD steps (default: 20)")
     p.add_argument("--samples", type=int, default=4, help="EOT draws per gradient (default: 4)")
     p.add_argument("--quilting-size", type=int, default=100_000, help="patch database size")
+    p.add_argument(
+        "--quilting-samples", type=int, default=2, help="EOT draws for quilting (default: 2)"
+    )
     p.add_argument("--batch", type=int, default=250)
     p.add_argument(
         "--only",
@@ -175,7 +178,8 @@ def main() -> None:
                 == y
             )
         x_naive, t_naive = run_attack(pgd, defended, x, y, args.batch)
-        strong = adaptive(pgd, defended, x[:16], samples=args.samples)
+        draws = args.quilting_samples if name == "quilting" else args.samples
+        strong = adaptive(pgd, defended, x[:16], samples=draws)
         x_adapt, t_adapt = run_attack(strong, defended, x, y, args.batch)
         row: dict[str, object] = {
             "defense": repr(pre),

@@ -168,3 +168,29 @@ def test_console_script_entry_point() -> None:
         check=False,
     )
     assert proc.returncode == 2 and "unknown zoo model 'nope'" in proc.stderr
+
+
+def test_train_adversarial_records_its_config(tmp_path: Path) -> None:
+    ckpt = tmp_path / "adv.pt"
+    argv = ["train", "--arch", "linear", "--data", "digits", "--epochs", "1", "--quiet"]
+    argv += ["--adversarial", "fast", "--eps", "0.05", "--lipschitz", "parseval"]
+    assert main([*argv, "--out", str(ckpt)]) == 0
+    from robustlens.models import read_checkpoint
+
+    meta = read_checkpoint(ckpt)["meta"]
+    adv = meta["config"]["adversarial"]
+    assert (adv["method"], adv["eps"], adv["lipschitz"]) == ("fast", 0.05, "parseval")
+    assert len(meta["history"]["guard_robust_accuracy"]) == 1
+
+
+def test_audit_defense_flags_jpeg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["audit-defense", "--model", "digits-cnn", "--defense", "jpeg", "--quiet"]
+    argv += ["--defense-option", "quality=60", "--limit", "20", "--steps", "5"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "robustness claim not supported" in out and "BPDA(PGD" in out
+    saved = json.loads((tmp_path / "defense_audit.json").read_text())
+    assert saved["defenses"] == ["JPEG(quality=60)"]
+    assert not saved["audit"]["supported"]
+    assert main([*argv[:-4], "--defense-option", "qualty=60"]) == 2
+    assert "takes no argument 'qualty'; it takes quality" in capsys.readouterr().err

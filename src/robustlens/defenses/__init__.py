@@ -26,9 +26,35 @@ from robustlens.defenses.transforms import (
     binomial_kernel,
     tv_reconstruct,
 )
+from robustlens.registry import Registry
+
+#: The built-in preprocessors by name (``create(name, **kw)``); quilting needs clean images, so it is
+#: built with ``Quilting.from_images`` instead.
+PREPROCESSORS: Registry[type[Preprocessor]] = Registry("defense")
+for _name, _cls in (
+    ("blur", Blur),
+    ("jpeg", JPEG),
+    ("bitdepth", BitDepth),
+    ("crop", CropRescale),
+    ("tvm", TVM),
+):
+    PREPROCESSORS.register(_name)(_cls)
+
+
+def names() -> list[str]:
+    """Names of the built-in preprocessors that ``create`` builds."""
+    return PREPROCESSORS.names()
+
+
+def create(name: str, /, **kwargs: object) -> Preprocessor:
+    """Build the built-in preprocessor ``name``; unknown parameters are refused."""
+    pre: Preprocessor = PREPROCESSORS.create(name, **kwargs)
+    return pre
+
 
 __all__ = [
     "JPEG",
+    "PREPROCESSORS",
     "TVM",
     "AdversarialConfig",
     "BitDepth",
@@ -41,9 +67,11 @@ __all__ = [
     "Quilting",
     "adversarial_fit",
     "binomial_kernel",
+    "create",
     "defend",
     "knn",
     "lipschitz_penalty",
+    "names",
     "pgd_perturbation",
     "probe",
     "robust_accuracy",
