@@ -140,3 +140,19 @@ def test_wrappers_validate() -> None:
         BPDA(lambda m, x, y: x)  # type: ignore[arg-type]
     with pytest.raises(ParameterError, match="'samples' must be an int >= 1"):
         EOT(PGD(eps=0.1), samples=0)
+
+
+def test_robust_adversarial_examples_survive_fresh_transformations(model, digits) -> None:
+    # Athalye et al. 2017: EOT over a transformation distribution makes images that stay
+    # adversarial under fresh draws; a plain attack's images mostly do not.
+    t = rl.attacks.RandomTransform(rotation=10.0, scale=(0.95, 1.1), translate=0.05, noise=0.02)
+    pgd = PGD(eps=0.2, steps=20)
+    plain = pgd(model, digits.x, digits.y)
+    robust = EOT(pgd, samples=8, transform=t)(model, digits.x, digits.y)
+    fresh = {
+        name: rl.attacks.transformed_success(model, res.x_adv, digits.y, t, samples=50, seed=7)
+        for name, res in (("plain", plain), ("eot", robust))
+    }
+    mask = plain.attacked
+    assert float(fresh["eot"][mask].mean()) > float(fresh["plain"][mask].mean()) + 0.2
+    assert float(fresh["eot"][mask].mean()) > 0.7
