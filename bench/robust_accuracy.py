@@ -65,6 +65,9 @@ def main() -> None:
                 "robustlens PGD-40 (step eps/4)": lambda: (
                     rl.attacks.PGD(eps=eps, steps=40, step=eps / 4)(model, x, y).x_adv
                 ),
+                "robustlens PGD-40, 10 restarts": lambda: (
+                    rl.attacks.PGD(eps=eps, steps=40, restarts=10)(model, x, y).x_adv
+                ),
                 "robustlens APGD-CE": lambda: rl.attacks.APGD(eps=eps)(model, x, y).x_adv,
                 "robustlens APGD-T": lambda: (
                     rl.attacks.APGD(eps=eps, loss="dlr", targets=9)(model, x, y).x_adv

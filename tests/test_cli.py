@@ -185,7 +185,16 @@ def test_train_adversarial_records_its_config(tmp_path: Path) -> None:
 
 def test_audit_defense_flags_jpeg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["audit-defense", "--model", "digits-cnn", "--defense", "jpeg", "--quiet"]
-    argv += ["--defense-option", "quality=60", "--limit", "20", "--steps", "5"]
+    argv += [
+        "--defense-option",
+        "quality=60",
+        "--limit",
+        "20",
+        "--steps",
+        "5",
+        "--ensemble-steps",
+        "5",
+    ]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "robustness claim not supported" in out and "BPDA(PGD" in out

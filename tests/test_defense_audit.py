@@ -39,7 +39,7 @@ def model() -> nn.Module:
 
 def test_gradient_masking_layer_is_flagged(model, digits) -> None:
     defended = rl.defenses.defend(model, Masking())
-    audit = audit_defense(defended, digits, model, eps=0.15, steps=10)
+    audit = audit_defense(defended, digits, model, eps=0.15, steps=10, ensemble_steps=20)
     failed = {c.name for c in audit.failed}
     assert {"gradients", "naive vs adaptive"} <= failed
     assert not audit.supported
@@ -49,12 +49,15 @@ def test_gradient_masking_layer_is_flagged(model, digits) -> None:
     adaptive = next(r for r in audit.table if r["measure"] == "adaptive")["accuracy"]
     assert naive - adaptive > 0.3
     assert audit.robust_accuracy <= adaptive
+    ensemble = next(r for r in audit.table if r["measure"] == "ensemble on survivors")
+    assert ensemble["attack"].startswith("BPDA(Ensemble[APGD")
+    assert ensemble["accuracy"] == audit.robust_accuracy
     json.dumps(audit.to_dict())  # JSON-ready
 
 
 def test_plainly_robust_model_passes(model, digits) -> None:
     # At a tiny budget nothing flips, gradients are healthy, and an unbounded attack wins.
-    audit = audit_defense(model, digits, model, eps=0.002, steps=10)
+    audit = audit_defense(model, digits, model, eps=0.002, steps=10, ensemble_steps=None)
     assert audit.supported, audit.format()
     assert all(c.passed for c in audit.checks)
     assert audit.verdict.startswith("robustness claim supported")
@@ -67,7 +70,7 @@ def test_plainly_robust_model_passes(model, digits) -> None:
 def test_blur_protects_nothing(model, digits) -> None:
     # The lecture's point: a blur is a convolution, gradients go through it, no masking.
     defended = rl.defenses.defend(model, rl.defenses.Blur())
-    audit = audit_defense(defended, digits, eps=0.3, steps=10)
+    audit = audit_defense(defended, digits, eps=0.3, steps=10, ensemble_steps=None)
     assert audit.diagnosis == {"gradient": "ok", "randomized": False, "bpda": False, "eot": False}
     assert next(c for c in audit.checks if c.name == "gradients").passed
     assert audit.robust_accuracy < 0.1
@@ -79,6 +82,8 @@ def test_audit_validates(model, digits) -> None:
         audit_defense(model, (digits.x, digits.y))  # type: ignore[arg-type]
     with pytest.raises(ParameterError, match="'large_eps' must exceed"):
         audit_defense(model, digits, eps=0.1, large_eps=0.05)
+    with pytest.raises(ParameterError, match="'ensemble_steps' must be an int >= 1 or None"):
+        audit_defense(model, digits, ensemble_steps=0)
     with pytest.raises(ParameterError, match="'eps' must be a float > 0"):
         audit_defense(model, digits, eps=-1.0)
 

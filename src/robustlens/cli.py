@@ -317,6 +317,7 @@ def cmd_audit_defense(args: argparse.Namespace) -> int:
         steps=args.steps,
         restarts=args.restarts,
         samples=args.samples,
+        ensemble_steps=args.ensemble_steps or None,
         seed=args.seed,
         show_progress=not args.quiet,
         log=None if args.quiet else _say,
@@ -574,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--steps", type=_positive_int, default=20, help="PGD steps (default: 20)")
     ad.add_argument("--restarts", type=_positive_int, default=1)
     ad.add_argument("--samples", type=_positive_int, default=4, help="EOT draws (default: 4)")
+    ad.add_argument(
+        "--ensemble-steps",
+        type=int,
+        default=100,
+        help="steps of the APGD ensemble run on the survivors (0: skip; default: 100)",
+    )
     ad.add_argument("--out", metavar="DIR", help="write DIR/defense_audit.json")
     common(ad)
     ad.set_defaults(func=cmd_audit_defense)

@@ -22,6 +22,7 @@ __all__ = [
     "ModelOutputError",
     "NonFiniteError",
     "ParameterError",
+    "QueryBudgetError",
     "RangeError",
     "ResumeError",
     "RobustLensError",
@@ -87,3 +88,7 @@ class CheckpointError(RobustLensError, ValueError):
 
 class ResumeError(RobustLensError, ValueError):
     """An output folder holding a run with other settings than the one asked for."""
+
+
+class QueryBudgetError(RobustLensError, RuntimeError):
+    """A black-box query that would take an image past its oracle's query budget."""
