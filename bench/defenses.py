@@ -97,6 +97,25 @@ def art_pgd(
     return torch.from_numpy(x_adv).float(), time.perf_counter() - start
 
 
+def render(result: dict[str, object]) -> str:
+    """The markdown table of a results file."""
+    und: dict[str, float] = result["undefended"]  # type: ignore[assignment]
+    lines = [
+        "| defense | clean | naive PGD | adaptive (robustlens) | attack | seconds | ART BPDA | ART seconds |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| none | {und['clean']:.1%} | {und['pgd']:.1%} | {und['pgd']:.1%} | PGD | "
+        f"{und['seconds']:.0f} | | |",
+    ]
+    for row in result["defenses"].values():  # type: ignore[attr-defined]
+        art = f"{row['art_bpda']:.1%}" if "art_bpda" in row else "n/a"
+        art_s = f"{row['art_seconds']:.0f}" if "art_seconds" in row else ""
+        lines.append(
+            f"| {row['defense']} | {row['clean']:.1%} | {row['naive']:.1%} | {row['adaptive']:.1%} | "
+            f"{row['adaptive_attack']} | {row['adaptive_seconds']:.0f} | {art} | {art_s} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,7 +137,11 @@ def main() -> None:
     )
     p.add_argument("--no-peer", action="store_true", help="skip ART")
     p.add_argument("--out", default="bench/results/defenses.json")
+    p.add_argument("--render", metavar="JSON", help="print the markdown table of a results file")
     args = p.parse_args()
+    if args.render:
+        print(render(json.loads(Path(args.render).read_text())))
+        return
 
     test = rl.data.load("fashion-mnist", split="test").subset(args.n, seed=0)
     x, y = test.x, test.y
@@ -201,6 +224,7 @@ def main() -> None:
         print(json.dumps({name: row}), flush=True)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(result, indent=2))
+    print(render(result))
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ Example:
 
 from __future__ import annotations
 
-from robustlens import attacks, data, defenses, errors, evaluation, models, training, zoo
+from robustlens import attacks, blackbox, data, defenses, errors, evaluation, models, training, zoo
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
     "attacks",
+    "blackbox",
     "data",
     "defenses",
     "errors",

@@ -137,6 +137,43 @@ class AttackResult:
     def __len__(self) -> int:
         return len(self.x_adv)
 
+    @classmethod
+    def build(
+        cls,
+        attack: str,
+        x: Tensor,
+        x_adv: Tensor,
+        *,
+        success: Tensor,
+        attacked: Tensor,
+        queries: Tensor,
+        gradients: Tensor,
+        steps: Tensor,
+        y: Tensor,
+        pred: Tensor,
+        target: Tensor | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AttackResult:
+        """The result of ``x -> x_adv``: distances computed here, ``steps`` kept for successes only."""
+        delta = x_adv - x
+        l2 = norms(delta, "l2")
+        return cls(
+            attack=attack,
+            x_adv=x_adv,
+            success=success,
+            attacked=attacked,
+            l2=l2,
+            linf=norms(delta, "linf"),
+            l2_normalized=l2 / norms(x, "l2").clamp_min(1e-12),
+            queries=queries,
+            gradients=gradients,
+            steps=torch.where(success, steps, torch.full_like(steps, -1)),
+            y=y,
+            pred=pred,
+            target=target,
+            details=details or {},
+        )
+
     @property
     def success_rate(self) -> float:
         """Fraction of attacked inputs on which the attack reached its goal (NaN if none)."""
@@ -294,17 +331,12 @@ class Attack(ABC):
             x_adv[failed] = x[failed]
             pred_adv = torch.where(failed, pred, pred_adv)
         steps = torch.where(success & (steps < 0), torch.full_like(steps, run.final_step), steps)
-        steps = torch.where(success, steps, torch.full_like(steps, -1))
-        delta = x_adv - x
-        l2 = norms(delta, "l2")
-        return AttackResult(
-            attack=self.name,
-            x_adv=x_adv,
+        return AttackResult.build(
+            self.name,
+            x,
+            x_adv,
             success=success,
             attacked=attacked,
-            l2=l2,
-            linf=norms(delta, "linf"),
-            l2_normalized=l2 / norms(x, "l2").clamp_min(1e-12),
             queries=queries,
             gradients=gradients,
             steps=steps,
