@@ -223,13 +223,18 @@ def test_transfer_judges_on_the_victim(trained_substitute, victim, digits) -> No
         fooled = victim(res.x_adv).argmax(1) != y
     assert torch.equal(res.success, res.attacked & fooled)
     assert float(res.linf.max()) <= 0.2 + 1e-6
+    att = res.attacked
+    with torch.no_grad():
+        on_surrogate = surrogate(res.x_adv[att]).argmax(1) != y[att]
+    assert res.details["surrogate_success_rate"] == float(on_surrogate.double().mean())
     white = fgsm(surrogate, x, y)
-    assert res.details["surrogate_success_rate"] == white.success_rate
-    # Measured: 0.545 on the victim, 0.880 white-box on the substitute.
     assert 0.35 < res.success_rate < white.success_rate
-    # Iterative attacks that stop at the first success on the surrogate transfer less.
-    pgd = Transfer(PGD(eps=0.2, steps=10), surrogate)(victim, x, y)
-    assert pgd.success_rate < res.success_rate
+    # An iterative attack that stops at the surrogate's first misclassification transfers less
+    # than the same attack run for all its steps (the default, persistent=True).
+    pgd = PGD(eps=0.2, steps=10)
+    eager = Transfer(pgd, surrogate, persistent=False)(victim, x, y)
+    full = Transfer(pgd, surrogate)(victim, x, y)
+    assert eager.success_rate + 0.15 < full.success_rate
 
 
 # --------------------------------------------------------------------------- transfer_matrix

@@ -41,7 +41,7 @@ __all__ = ["BPDA", "EOT", "StraightThrough", "Transform", "adaptive", "bpda_view
 Transform = Callable[[Tensor, torch.Generator], Tensor]
 
 
-class _Persistent(Run):
+class Persistent(Run):
     """A run whose samples never count as done: the attack spends every step on its objective.
 
     Against a randomized model one lucky draw is not a success; stopping there returns an image
@@ -56,7 +56,7 @@ def _delegate(
     inner: Attack, run: Run, model: nn.Module, cost: int = 1, *, persistent: bool = False
 ) -> Tensor:
     """Run ``inner``'s algorithm on ``model`` for the samples of ``run``; fold its counts back."""
-    kind = _Persistent if persistent or isinstance(run, _Persistent) else Run
+    kind = Persistent if persistent or isinstance(run, Persistent) else Run
     sub = kind(model, run.x, run.y, run.target, inner.seed, run.x_init)
     x_adv = inner._run(sub)
     run.queries += sub.queries * cost
