@@ -116,7 +116,10 @@ def main() -> None:
         first_of = torch.stack([(train.y == c).nonzero()[0, 0] for c in range(10)])
         x_init = train.x[first_of[target]]
         t0 = time.perf_counter()
-        res = NES(eps=args.eps, mode=mode, max_queries=args.budget)(
+        # Label-only: 10 samples per estimate, each scored with 5 noisy queries (250 queries per
+        # step with 50 samples leave too few steps in the budget).
+        extra = {"samples": 10, "mc_samples": 5} if mode == "label-only" else {}
+        res = NES(eps=args.eps, mode=mode, max_queries=args.budget, **extra)(
             oracle, tds.x, tds.y, target=target, x_init=x_init
         )
         emit(nes_row(f"robustlens NES {mode} (targeted)", res, time.perf_counter() - t0))

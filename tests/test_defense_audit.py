@@ -52,6 +52,8 @@ def test_gradient_masking_layer_is_flagged(model, digits) -> None:
     ensemble = next(r for r in audit.table if r["measure"] == "ensemble on survivors")
     assert ensemble["attack"].startswith("BPDA(Ensemble[APGD")
     assert ensemble["accuracy"] == audit.robust_accuracy
+    blackbox = next(c for c in audit.checks if c.name == "black-box does not beat white-box")
+    assert blackbox.numbers["images"] == len(digits)
     json.dumps(audit.to_dict())  # JSON-ready
 
 

@@ -318,6 +318,8 @@ def cmd_audit_defense(args: argparse.Namespace) -> int:
         restarts=args.restarts,
         samples=args.samples,
         ensemble_steps=args.ensemble_steps or None,
+        blackbox_images=args.blackbox_images,
+        blackbox_queries=args.blackbox_queries or None,
         seed=args.seed,
         show_progress=not args.quiet,
         log=None if args.quiet else _say,
@@ -580,6 +582,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100,
         help="steps of the APGD ensemble run on the survivors (0: skip; default: 100)",
+    )
+    ad.add_argument(
+        "--blackbox-images", type=_positive_int, default=100, help="images NES attacks (100)"
+    )
+    ad.add_argument(
+        "--blackbox-queries",
+        type=int,
+        default=1000,
+        help="NES queries per image (0: skip the black-box attack; default: 1000)",
     )
     ad.add_argument("--out", metavar="DIR", help="write DIR/defense_audit.json")
     common(ad)

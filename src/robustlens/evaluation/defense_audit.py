@@ -3,7 +3,8 @@
 A defense is only as good as the strongest attack that knows about it (Athalye, Carlini and Wagner
 2018). :func:`audit_defense` measures the defended model's accuracy clean, under the naive attack
 (PGD run as if the defense were not there), under the adaptive attack (PGD with BPDA and/or EOT as
-probing calls for), and under transfer from the undefended model; then it runs the sanity checks
+probing calls for), under transfer from the undefended model and under a black-box attack (NES);
+then it runs the sanity checks
 of Athalye et al. 2018 and Carlini et al. 2019 ("On evaluating adversarial robustness"), each
 reported with its numbers, and ends with a verdict.
 
@@ -28,6 +29,8 @@ from robustlens.attacks.adaptive import adaptive, diagnose
 from robustlens.attacks.base import Attack
 from robustlens.attacks.ensemble import Ensemble
 from robustlens.attacks.gradient import FGSM, PGD
+from robustlens.blackbox.nes import NES
+from robustlens.blackbox.oracle import Oracle
 from robustlens.data.dataset import ImageDataset
 from robustlens.errors import ParameterError
 
@@ -156,6 +159,8 @@ def audit_defense(
     restarts: int = 1,
     samples: int = 10,
     ensemble_steps: int | None = 100,
+    blackbox_images: int = 100,
+    blackbox_queries: int | None = 1000,
     large_eps: float | None = None,
     tolerance: float = 0.02,
     gap: float = 0.05,
@@ -172,14 +177,16 @@ def audit_defense(
     ``2 eps`` and ``large_eps`` (default 0.5 in Linf, ``0.5 sqrt(d)`` in L2: the whole image can
     be rewritten), and PGD on ``undefended`` transferred to ``defended``. Last, the adapted
     standard ensemble (APGD-CE then APGD-T, ``ensemble_steps`` each; ``None`` skips it) attacks
-    the images that every other attack left, so the worst case is the ensemble's figure.
+    the images that every other attack left, so the worst case is the ensemble's figure. The
+    black-box attack is NES (query-limited, scores) on the first ``blackbox_images`` images with
+    ``blackbox_queries`` queries each (``None`` skips it).
 
     Checks (each passes or fails with its numbers): input gradients are present, non-zero, finite
     and repeatable; the naive attack is within ``gap`` of the adaptive one; accuracy does not
     rise with eps (up to ``tolerance``) and reaches chance at ``large_eps``; iterative beats
-    single-step; doubling steps and restarts changes accuracy by at most ``tolerance``; transfer
-    does not beat white-box. The verdict: supported when the naive figure is within ``gap`` of the
-    worst case and every check passed.
+    single-step; doubling steps and restarts changes accuracy by at most ``tolerance``; neither
+    transfer nor black-box beats white-box. The verdict: supported when the naive figure is within
+    ``gap`` of the worst case and every check passed.
 
     Example:
         >>> import robustlens as rl
@@ -208,6 +215,10 @@ def audit_defense(
     if ensemble_steps is not None and (not isinstance(ensemble_steps, int) or ensemble_steps < 1):
         raise ParameterError(
             f"{where}: 'ensemble_steps' must be an int >= 1 or None, got {ensemble_steps!r}"
+        )
+    if not isinstance(blackbox_images, int) or blackbox_images < 1:
+        raise ParameterError(
+            f"{where}: 'blackbox_images' must be an int >= 1, got {blackbox_images!r}"
         )
     for name, value in (("tolerance", tolerance), ("gap", gap)):
         if not 0 <= value < 1:
@@ -281,7 +292,25 @@ def audit_defense(
         say(f"transfer: {acc_of(transfer):.4f}")
     else:
         notes.append("no undefended model given: transfer was not measured")
-    notes.append("black-box attacks are not part of this audit yet (robustlens.blackbox)")
+    blackbox: Tensor | None = None
+    nb = min(len(x), blackbox_images)
+    if blackbox_queries and norm == "linf":
+        oracle = Oracle(defended, output="probs", budget=blackbox_queries)
+        nes = NES(eps=eps, max_queries=blackbox_queries, seed=seed)
+        say(f"black-box: {nes.name} on {nb} images, {blackbox_queries} queries each")
+        res = nes(oracle, x[:nb], y[:nb])
+        with inference_mode(defended), torch.no_grad():
+            blackbox = res.attacked & (defended(res.x_adv).argmax(1) == y[:nb])
+        worst[:nb] &= blackbox
+        table.append(
+            {
+                "measure": f"black-box ({nb} images)",
+                "attack": f"{nes.name}, {blackbox_queries} queries",
+                "accuracy": acc_of(blackbox),
+            }
+        )
+    elif blackbox_queries:
+        notes.append("the black-box attack (NES) works in Linf only: it was not run")
 
     single: Attack = (
         FGSM(eps=eps, seed=seed)
@@ -399,6 +428,18 @@ def audit_defense(
                 acc_of(transfer) >= white - tolerance,
                 {"transfer": acc_of(transfer), "white_box": white},
                 f"transfer leaves {_pct(acc_of(transfer))}, white-box {_pct(white)}",
+            )
+        )
+
+    if blackbox is not None:
+        white_nb = min(acc_of(naive[:nb]), acc_of(adapted[:nb]))
+        checks.append(
+            Check(
+                "black-box does not beat white-box",
+                acc_of(blackbox) >= white_nb - tolerance,
+                {"black_box": acc_of(blackbox), "white_box": white_nb, "images": nb},
+                f"on the first {nb} images NES leaves {_pct(acc_of(blackbox))}, white-box "
+                f"{_pct(white_nb)}",
             )
         )
 
