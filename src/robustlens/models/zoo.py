@@ -62,6 +62,18 @@ _add(
 )
 _add(
     ZooEntry(
+        name="fmnist-cnn-adv",
+        dataset="fashion-mnist",
+        description="the fmnist-cnn architecture, PGD adversarial training (Madry et al.) at "
+        "eps 0.1 Linf: 5 steps of 0.05 from a random start, 8 epochs",
+        command="robustlens train --arch convnet --data fashion-mnist --epochs 8 --adversarial pgd "
+        "--eps 0.1 --adv-steps 5 --seed 0 --val "
+        "--out src/robustlens/models/weights/fmnist-cnn-adv.pt",
+        min_accuracy=0.80,
+    )
+)
+_add(
+    ZooEntry(
         name="digits-cnn",
         dataset="digits",
         description="convnet (2x32, 2x64 conv, 64 hidden) on scikit-learn's 8x8 digits",
