@@ -156,3 +156,13 @@ def test_robust_adversarial_examples_survive_fresh_transformations(model, digits
     mask = plain.attacked
     assert float(fresh["eot"][mask].mean()) > float(fresh["plain"][mask].mean()) + 0.2
     assert float(fresh["eot"][mask].mean()) > 0.7
+
+
+def test_minimum_norm_attacks_keep_their_success_test(model, digits) -> None:
+    # C&W needs the success test to know it crossed the boundary: wrappers that run fixed-budget
+    # attacks to the end must leave it alone.
+    cw = rl.attacks.CarliniWagner(steps=30, search_steps=3, lr=0.05)
+    direct = cw(model, digits.x[:8], digits.y[:8])
+    moved = rl.blackbox.Transfer(cw, model)(model, digits.x[:8], digits.y[:8])
+    assert direct.success_rate > 0.5
+    assert moved.success_rate == direct.success_rate

@@ -570,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="preprocessor parameter, value as JSON, e.g. quality=75 (repeatable)",
+        help="preprocessor parameter, value as JSON, e.g. quality=75, given to every --defense "
+        "(repeatable)",
     )
     ad.add_argument("--limit", type=_positive_int, default=200, help="images (default: 200)")
     ad.add_argument("--eps", type=float, default=0.1, help="Linf budget (default: 0.1)")

@@ -7,8 +7,9 @@ Athalye, Carlini and Wagner (2018) showed that most defenses of their day only *
   differentiable approximation ``g`` (identity by default, since ``f(x) ~ x``) in the backward
   pass: ``g(x) + stop_gradient(f(x) - g(x))``.
 - **EOT** (expectation over transformation): for a randomized defense, attack the expected
-  prediction ``E_t[softmax(f(t(x)))]`` estimated with ``samples`` draws; its gradient is the
-  average of the draws' gradients (the lecture's formula). ``transform`` optionally supplies the
+  prediction ``E_t[softmax(f(t(x)))]`` estimated with ``samples`` draws (the lecture's
+  expectation of the model's output; the loss is the cross-entropy of that mean, whose gradient
+  averages the draws' output gradients). ``transform`` optionally supplies the
   distribution ``t`` (``(x, generator) -> x``), as for robust adversarial examples under
   rotations and rescalings (Athalye et al. 2017).
 
@@ -52,11 +53,21 @@ class Persistent(Run):
         return torch.zeros(len(idx), dtype=torch.bool, device=logits.device)
 
 
+def can_persist(attack: Attack) -> bool:
+    """Whether ``attack`` may run without stopping at success: fixed-budget attacks only.
+
+    Minimum-norm attacks (C&W, DeepFool) need the success test to know when they have crossed the
+    boundary; they keep a normal run.
+    """
+    return attack.ball() is not None and not attack.restore_failures
+
+
 def _delegate(
     inner: Attack, run: Run, model: nn.Module, cost: int = 1, *, persistent: bool = False
 ) -> Tensor:
     """Run ``inner``'s algorithm on ``model`` for the samples of ``run``; fold its counts back."""
-    kind = Persistent if persistent or isinstance(run, Persistent) else Run
+    persistent = (persistent or isinstance(run, Persistent)) and can_persist(inner)
+    kind = Persistent if persistent else Run
     sub = kind(model, run.x, run.y, run.target, inner.seed, run.x_init)
     x_adv = inner._run(sub)
     run.queries += sub.queries * cost

@@ -31,7 +31,7 @@ from robustlens._checks import (
 )
 from robustlens._runtime import batched_logits, inference_mode
 from robustlens.attacks._steps import goal_reached
-from robustlens.attacks.adaptive import Persistent, Wrapper
+from robustlens.attacks.adaptive import Persistent, Wrapper, can_persist
 from robustlens.attacks.base import Attack, Run
 from robustlens.errors import DTypeError, LabelError, ParameterError
 
@@ -45,9 +45,10 @@ class Transfer(Wrapper):
     ``Transfer(attack, surrogate)(victim, x, y)`` attacks the inputs the victim classifies
     correctly: ``attack``'s algorithm runs on ``surrogate`` with the same labels (and ``target``,
     ``x_init``), and success is decided by one forward pass of the victim per image. With
-    ``persistent`` (the default) the inner attack runs all its steps and returns its
+    ``persistent`` (the default) a fixed-budget inner attack runs all its steps and returns its
     highest-objective iterate instead of stopping at the surrogate's first misclassification: an
-    image that barely crosses the surrogate's boundary rarely fools the victim. The victim's counts
+    image that barely crosses the surrogate's boundary rarely fools the victim (minimum-norm
+    attacks such as C&W run as usual). The victim's counts
     are ``queries == 1`` and ``gradients == 0``; ``details`` holds the surrogate's side:
     ``surrogate_success_rate``, ``surrogate_queries`` and ``surrogate_gradients`` (means per
     attacked input). The threat model is the inner attack's.
@@ -84,7 +85,7 @@ class Transfer(Wrapper):
 
     def _run(self, run: Run) -> Tensor:
         check_same_device(self.surrogate, run.x, where=self.name)
-        kind = Persistent if self.persistent else Run
+        kind = Persistent if self.persistent and can_persist(self.attack) else Run
         sub = kind(self.surrogate, run.x, run.y, run.target, self.attack.seed, run.x_init)
         with inference_mode(self.surrogate):
             x_adv = self.attack._run(sub).detach()

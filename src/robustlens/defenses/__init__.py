@@ -1,8 +1,8 @@
 """Defenses: input transformations, image quilting, and adversarial training.
 
 ``defend(model, *preprocessors)`` puts a model behind preprocessing defenses; each preprocessor
-declares ``differentiable`` and ``randomized``, which the adaptive attacks
-(:func:`robustlens.attacks.adaptive`) read or probe.
+declares ``differentiable`` and ``randomized``. BPDA reads ``differentiable`` (probing modules that
+declare nothing); :func:`robustlens.attacks.adaptive` probes the defended model itself.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlens._checks import check_at_least, check_choice, check_positive, check_probability
+from robustlens._runtime import inference_mode
 from robustlens.data.dataset import ImageDataset
 from robustlens.errors import ParameterError
 from robustlens.training.fit import TrainConfig, TrainHistory, fit
@@ -59,9 +60,9 @@ class AdversarialConfig:
     """How each training batch is perturbed, and the optional Lipschitz penalty.
 
     ``step`` defaults to ``2.5 eps / steps`` for PGD (Madry et al.) and ``1.25 eps`` for the fast
-    method (Wong et al.). The guard checks PGD-``guard_steps`` accuracy on ``guard_size`` held-out
-    training images after each epoch and rolls back when it falls more than ``guard_drop`` below
-    the best epoch's.
+    method (Wong et al.). The guard checks PGD-``guard_steps`` accuracy on a fixed batch of
+    ``guard_size`` training images after each epoch and rolls back when it falls more than
+    ``guard_drop`` below the best epoch's.
     """
 
     method: Method = "pgd"
@@ -132,17 +133,13 @@ def robust_accuracy(
     A quick training-time monitor, not an evaluation: use ``robustlens.evaluation.evaluate`` and
     its attack ensemble for figures to report.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with inference_mode(model):
         g = torch.Generator(device=x.device).manual_seed(seed)
         xa = pgd_perturbation(
             model, x, y, eps=eps, step=2.5 * eps / steps, steps=steps, generator=g
         )
         with torch.no_grad():
             return float((model(xa).argmax(1) == y).float().mean())
-    finally:
-        model.train(was_training)
 
 
 def _weights(model: nn.Module) -> list[Tensor]:

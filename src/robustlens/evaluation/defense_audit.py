@@ -32,6 +32,7 @@ from robustlens.attacks.gradient import FGSM, PGD
 from robustlens.blackbox.nes import NES
 from robustlens.blackbox.oracle import Oracle
 from robustlens.data.dataset import ImageDataset
+from robustlens.defenses.base import Preprocessor
 from robustlens.errors import ParameterError
 
 __all__ = ["Check", "DefenseAudit", "audit_defense", "gradient_report"]
@@ -254,6 +255,10 @@ def audit_defense(
             }
         )
 
+    # Randomized preprocessors restart their streams, so the same seed gives the same audit.
+    for m in defended.modules():
+        if isinstance(m, Preprocessor):
+            m.reseed()
     probe_x = x[: min(len(x), 16)]
     diag = diagnose(defended, probe_x)
     say(f"probe: gradient {diag.gradient}, randomized {diag.randomized}")
@@ -321,9 +326,7 @@ def audit_defense(
     doubled = adapt(PGD(eps=eps, norm=norm, steps=2 * steps, restarts=2 * restarts, seed=seed + 1))
     doubled_robust = run(doubled, defended, "doubled")
     worst &= fgsm_robust & doubled_robust
-    table.append(
-        {"measure": "single-step", "attack": "adaptive FGSM", "accuracy": acc_of(fgsm_robust)}
-    )
+    table.append({"measure": "single-step", "attack": single.name, "accuracy": acc_of(fgsm_robust)})
     table.append({"measure": "doubled", "attack": doubled.name, "accuracy": acc_of(doubled_robust)})
 
     curve = {0.0: acc_of(clean)}
