@@ -166,3 +166,15 @@ def test_minimum_norm_attacks_keep_their_success_test(model, digits) -> None:
     moved = rl.blackbox.Transfer(cw, model)(model, digits.x[:8], digits.y[:8])
     assert direct.success_rate > 0.5
     assert moved.success_rate == direct.success_rate
+
+
+def test_ensemble_members_run_every_step_under_eot(model, digits) -> None:
+    from robustlens.attacks.adaptive import Persist
+
+    ens = rl.attacks.Ensemble.standard(eps=0.05, steps=5)
+    crops = defend(model, CropRescale(fraction=0.75, crops=2))
+    res = EOT(ens, samples=2)(crops, digits.x[:8], digits.y[:8])
+    # APGD-CE ran all 5 steps on every attacked image (no stop at a lucky draw): >= 5 gradients
+    # per image and draw.
+    assert bool((res.gradients[res.attacked] >= 10).all())
+    assert Persist(PGD(eps=0.1)).name == "PGD(eps=0.1)"

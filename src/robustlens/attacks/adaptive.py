@@ -192,6 +192,22 @@ class BPDA(Wrapper):
         return _delegate(self.attack, run, bpda_view(run.model, run.x[:2], self.approx))
 
 
+@dataclass(frozen=True)
+class Persist(Wrapper):
+    """``attack`` run without stopping at success (see :class:`Persistent`), under its own name.
+
+    Wrappers that run persistently (EOT) use it for attacks that call other attacks, such as an
+    ensemble's members, whose own runs would otherwise stop at the first lucky draw.
+    """
+
+    @property
+    def name(self) -> str:
+        return self.attack.name
+
+    def _run(self, run: Run) -> Tensor:
+        return _delegate(self.attack, run, run.model, persistent=True)
+
+
 # --------------------------------------------------------------------------- EOT
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from robustlens.attacks._steps import Norm
+from robustlens.attacks.adaptive import Persist, Persistent
 from robustlens.attacks.apgd import APGD
 from robustlens.attacks.base import ATTACKS, Attack, Run
 from robustlens.errors import ParameterError
@@ -88,7 +89,9 @@ class Ensemble(Attack):
                 contribution[name] = 0
                 continue
             target = None if run.target is None else run.target[idx]
-            res = attack(run.model, run.x[idx], run.y[idx], target=target)
+            # Inside EOT the members, too, run every step (a success on one draw is luck).
+            member = Persist(attack) if isinstance(run, Persistent) else attack
+            res = member(run.model, run.x[idx], run.y[idx], target=target)
             run.queries[idx] += res.queries
             run.gradients[idx] += res.gradients
             hit = res.success
