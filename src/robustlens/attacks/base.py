@@ -324,6 +324,7 @@ class Attack(ABC):
                 if known is None or bool((known < 0).any()):
                     with torch.no_grad():
                         known = model(adv_sub).argmax(1)
+                    queries[idx] += 1  # the verification pass is a query like any other
                 pred_adv[idx] = known
         success = attacked & (pred_adv != y if target is None else pred_adv == target)
         if self.restore_failures:

@@ -527,22 +527,16 @@ class NES:
         x = v.x
         m = len(x)
         adv, pred = x.clone(), v.y.clone()
-        g = torch.zeros_like(x)
-        lr = torch.full((m,), self.lr, dtype=x.dtype, device=x.device)
-        best = torch.full((m,), float("inf"), dtype=x.dtype, device=x.device)
-        stall = torch.zeros(m, dtype=torch.long, device=x.device)
-        first = torch.full((m,), -1, dtype=torch.long, device=x.device)
+        st = _Loop.start(x, self.lr)
         active = torch.arange(m, device=x.device)
-        cost, starved, t = self.samples + 1, 0, 0
+        cost, t = self.samples + 1, 0
         while len(active):
-            can = v.remaining(active) >= cost
-            starved += int((~can).sum())
-            active = active[can]
+            active = st.affordable(v, active, cost)
             if not len(active):
                 break
             t += 1
-            g_a, value = self._gradient(v, active, adv, g, gen)
-            lr_a = self._plateau(active, value, best, stall, lr)
+            g_a, value = self._gradient(v, active, adv, st.g, gen)
+            lr_a = self._plateau(active, value, st.best, st.stall, st.lr)
             xo = x[active]
             step = adv[active] - bcast(lr_a, xo) * g_a.sign()
             new = (xo + project(step - xo, self.eps, "linf")).clamp(0, 1)
@@ -551,9 +545,9 @@ class NES:
             p = probs.argmax(1)
             adv[active], pred[active] = new, p
             hit = p != v.y[active] if v.target is None else p == v.target[active]
-            first[active[hit]] = t
+            st.first[active[hit]] = t
             active = active[~hit]
-        return adv, pred, first, starved
+        return adv, pred, st.first, st.starved
 
     def _shrinking(
         self, v: _View, start: Tensor, gen: torch.Generator
@@ -568,23 +562,17 @@ class NES:
         radius = torch.full((m,), self.eps_start, dtype=x.dtype, device=x.device)
         decay = torch.full((m,), self.eps_decay, dtype=x.dtype, device=x.device)
         top1 = torch.full((m,), -1, dtype=torch.long, device=x.device)
-        g = torch.zeros_like(x)
-        lr = torch.full((m,), self.lr, dtype=x.dtype, device=x.device)
-        best = torch.full((m,), float("inf"), dtype=x.dtype, device=x.device)
-        stall = torch.zeros(m, dtype=torch.long, device=x.device)
-        first = torch.full((m,), -1, dtype=torch.long, device=x.device)
+        st = _Loop.start(x, self.lr)
         active = torch.arange(m, device=x.device)
         per_point = self.mc_samples if self.mode == "label-only" else 1
-        cost, starved, t = self.samples * per_point + 1, 0, 0
+        cost, t = self.samples * per_point + 1, 0
         while len(active):
-            can = v.remaining(active) >= cost
-            starved += int((~can).sum())
-            active = active[can]
+            active = st.affordable(v, active, cost)
             if not len(active):
                 break
             t += 1
-            g_a, value = self._gradient(v, active, adv, g, gen)
-            lr_a = self._plateau(active, value, best, stall, lr)
+            g_a, value = self._gradient(v, active, adv, st.g, gen)
+            lr_a = self._plateau(active, value, st.best, st.stall, st.lr)
             # Line search: one query per try and image; accepted tries keep the target in the top
             # k. A failed try halves the radius decrease, then (decrease dropped) the step.
             sign = g_a.sign()
@@ -606,7 +594,10 @@ class NES:
                 ok = (classes == target[rows, None]).any(1)
                 acc = rows[ok]
                 shrunk = acc[new_r[ok] < radius[acc]]
-                best[shrunk], stall[shrunk] = float("inf"), 0  # a smaller ball: a new loss scale
+                st.best[shrunk], st.stall[shrunk] = (
+                    float("inf"),
+                    0,
+                )  # a smaller ball: a new loss scale
                 adv[acc], radius[acc], top1[acc] = prop[ok], new_r[ok], classes[ok, 0]
                 d_ok = d_try[local[ok]]
                 # Adaptive decay: a shrink that worked may double next time (up to eps_decay);
@@ -625,13 +616,44 @@ class NES:
                 lr_try[rej] = lr_half
                 local = rej[shrinking | (lr_half >= self.min_lr)]
             hit = (radius[active] <= eps_t) & (top1[active] == target[active])
-            first[active[hit]] = t
+            st.first[active[hit]] = t
             active = active[~hit]
         # Inside the eps ball with a known prediction: keep; else no valid candidate, return x.
         keep = (radius <= eps_t) & (top1 >= 0)
         adv = torch.where(bcast(keep, x), adv, x)
         pred = torch.where(keep, top1, v.y)
-        return adv, pred, first, starved
+        return adv, pred, st.first, st.starved
+
+
+@dataclass
+class _Loop:
+    """Per-image state both NES loops share: the momentum gradient ``g``, the step size ``lr``, the
+    plateau bookkeeping (``best`` loss, ``stall`` count), the first successful iteration, and how
+    many images stopped for lack of queries."""
+
+    g: Tensor
+    lr: Tensor
+    best: Tensor
+    stall: Tensor
+    first: Tensor
+    starved: int = 0
+
+    @classmethod
+    def start(cls, x: Tensor, lr: float) -> _Loop:
+        m, dev = len(x), x.device
+        return cls(
+            g=torch.zeros_like(x),
+            lr=torch.full((m,), lr, dtype=x.dtype, device=dev),
+            best=torch.full((m,), float("inf"), dtype=x.dtype, device=dev),
+            stall=torch.zeros(m, dtype=torch.long, device=dev),
+            first=torch.full((m,), -1, dtype=torch.long, device=dev),
+        )
+
+    def affordable(self, v: _View, active: Tensor, cost: int) -> Tensor:
+        """The images of ``active`` that can still pay ``cost`` queries; the others stop."""
+        can = v.remaining(active) >= cost
+        self.starved += int((~can).sum())
+        return active[can]
 
 
 def _check_target(y: Tensor, target: Tensor) -> None:

