@@ -8,19 +8,35 @@ Example:
 
 from __future__ import annotations
 
-from robustlens import attacks, blackbox, data, defenses, errors, evaluation, models, training, zoo
+from robustlens import (
+    attacks,
+    bias,
+    blackbox,
+    data,
+    defenses,
+    errors,
+    evaluation,
+    explain,
+    models,
+    report,
+    training,
+    zoo,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
     "attacks",
+    "bias",
     "blackbox",
     "data",
     "defenses",
     "errors",
     "evaluation",
+    "explain",
     "models",
+    "report",
     "training",
     "zoo",
 ]
