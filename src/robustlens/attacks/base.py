@@ -70,6 +70,29 @@ class Run:
         self.pred_adv: Tensor | None = None
         #: Attack-specific extras copied into ``AttackResult.details`` (JSON-ready values).
         self.details: dict[str, Any] = {}
+        #: The base's clean forward pass, kept with its graph when the attack's first gradient is
+        #: taken at ``x`` itself: ``(input that required grad, its logits, positions of the
+        #: attacked inputs in it)``. :meth:`clean_gradient` uses it once, then it is dropped.
+        self.clean: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def clean_gradient(self, objective: Objective) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``gradient(self.x, all, objective)`` from the base's clean pass, without a new forward.
+
+        Returns ``None`` when the clean pass was not kept (or was used already); the caller then
+        calls :meth:`gradient`.
+        """
+        if self.clean is None:
+            return None
+        xg, logits, idx = self.clean
+        self.clean = None
+        with torch.enable_grad():
+            value = objective(logits[idx])
+            grad = None
+            if value.requires_grad:
+                (grad,) = torch.autograd.grad(value.sum(), xg, allow_unused=True)
+        grad = torch.zeros_like(self.x) if grad is None else grad[idx]
+        self.gradients += 1
+        return logits[idx].detach(), value.detach(), grad
 
     def logits(self, x: Tensor, idx: Tensor) -> Tensor:
         """Forward pass without gradient on the samples ``idx``."""
@@ -246,6 +269,11 @@ class Attack(ABC):
         """The threat model ``(norm, eps)`` if the attack respects one, else ``None``."""
         return None
 
+    def _first_gradient_at_x(self) -> bool:
+        """Whether the attack's first gradient is taken at ``x`` itself: the base then keeps the
+        graph of its clean forward pass for :meth:`Run.clean_gradient` (one forward pass fewer)."""
+        return False
+
     @abstractmethod
     def _run(self, run: Run) -> Tensor:
         """The algorithm on the attacked inputs ``run.x``; returns their adversarial images."""
@@ -271,10 +299,14 @@ class Attack(ABC):
         check_same_device(model, x, where=where)
         n = len(x)
         with inference_mode(model):
-            with torch.no_grad():
-                logits = check_logits(model(x), n, where=where)
+            keep = self._first_gradient_at_x() and x_init is None
+            xg = x.detach().requires_grad_(keep)
+            with torch.set_grad_enabled(keep):
+                logits = check_logits(model(xg), n, where=where)
+            if keep and not logits.requires_grad:
+                keep = False  # the output does not depend on x through autograd
             k = logits.shape[1]
-            pred = logits.argmax(1)
+            pred = logits.detach().argmax(1)
             y = (
                 pred.clone()
                 if y is None
@@ -307,6 +339,9 @@ class Attack(ABC):
                 self.seed,
                 None if x_init is None else x_init[idx].to(x.dtype),
             )
+            if keep:
+                run.clean = (xg, logits, idx)
+            del logits
             x_adv = x.clone()
             queries = torch.zeros(n, dtype=torch.long, device=x.device)
             gradients = torch.zeros_like(queries)

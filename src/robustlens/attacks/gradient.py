@@ -79,17 +79,22 @@ def ascend(
         if len(idx) == 0:
             break
         xo = x0[idx]
+        started = True
         if warm and run.x_init is not None and r == 0:
             xa = (xo + project(run.x_init[idx] - xo, eps, norm)).clamp(0, 1)
         elif random_start:
             xa = (xo + random_in_ball(xo, eps, norm, run.keys[idx], stream=r)).clamp(0, 1)
         else:
             xa = xo.clone()
+            started = False
         y = run.y
         tgt = run.target
         for k in range(steps):
             t_idx = None if tgt is None else tgt[idx]
-            logits, obj, grad = run.gradient(xa, idx, _bind(objective, y[idx], t_idx))
+            bound = _bind(objective, y[idx], t_idx)
+            # The first step from x itself reuses the base's clean forward pass when it was kept.
+            reused = run.clean_gradient(bound) if r == 0 and k == 0 and not started else None
+            logits, obj, grad = reused or run.gradient(xa, idx, bound)
             hit = run.reached(logits, idx)
             pred = logits.argmax(1)
             if bool(hit.any()):
@@ -138,6 +143,9 @@ class FGSM(Attack):
     def __post_init__(self) -> None:
         check_positive(self, "eps")
 
+    def _first_gradient_at_x(self) -> bool:
+        return True
+
     def ball(self) -> tuple[Norm, float]:
         return "linf", self.eps
 
@@ -181,6 +189,9 @@ class IFGSM(Attack):
         check_at_least(self, "steps", 1)
         if self.step is not None:
             check_positive(self, "step")
+
+    def _first_gradient_at_x(self) -> bool:
+        return True
 
     def ball(self) -> tuple[Norm, float]:
         return "linf", self.eps
@@ -233,6 +244,9 @@ class PGD(Attack):
             check_positive(self, "step")
         if not isinstance(self.random_start, bool):
             raise ParameterError(f"PGD: 'random_start' must be a bool, got {self.random_start!r}")
+
+    def _first_gradient_at_x(self) -> bool:
+        return not self.random_start
 
     def ball(self) -> tuple[Norm, float]:
         return self.norm, self.eps
