@@ -135,6 +135,11 @@ def test_train_then_evaluate_checkpoint(tmp_path: Path) -> None:
 
 
 def test_audit_writes_results(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.toml"  # the default attacks, fewer images for the other sections
+    suite.write_text(
+        "[whitebox]\nmin_norm_limit = 30\n[blackbox]\nimages = 4\nqueries = 200\n"
+        "[explanations]\nimages = 2\nsamples = 200\n[bias]\ncorruption_images = 50\n"
+    )
     argv = [
         "audit",
         "--model",
@@ -142,6 +147,8 @@ def test_audit_writes_results(tmp_path: Path) -> None:
         "--quiet",
         "--attack-limit",
         "60",
+        "--config",
+        str(suite),
         "--out",
         str(tmp_path),
     ]
@@ -153,8 +160,10 @@ def test_audit_writes_results(tmp_path: Path) -> None:
     assert wb["n"] == 60 and wb["eps"] == 0.1
     ev = wb["evaluation"]
     assert ev["robust_accuracy"] <= min(a["robust_accuracy"] for a in ev["per_attack"].values())
-    curve = wb["accuracy_vs_l2_normalized"]
-    assert curve["accuracy"] == sorted(curve["accuracy"], reverse=True)
+    curves = wb["accuracy_vs_l2_normalized"]
+    assert [c["label"] for c in curves] == ["DeepFool", "CarliniWagner"]
+    for curve in curves:
+        assert curve["accuracy"] == sorted(curve["accuracy"], reverse=True)
     sweep = wb["pgd_accuracy_vs_eps"]
     assert sweep["budgets"] == [0.01, 0.02, 0.05, 0.1, 0.2, 0.3]
     assert sweep["accuracy"] == sorted(sweep["accuracy"], reverse=True)

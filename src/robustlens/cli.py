@@ -302,12 +302,10 @@ def cmd_audit_defense(args: argparse.Namespace) -> int:
     options = _key_values(args.defense_option)
     pres: list[torch.nn.Module] = []
     for name in args.defense:
+        clean = None
         if name == "quilting":
-            train = data.load(data_name, split="train", root=args.data_root)
-            q = {"patch": 5, "k": 10, "size": 100_000, "seed": args.seed, **options}
-            pres.append(defenses.Quilting.from_images(train.x, **q).to(device))
-        else:
-            pres.append(defenses.create(name, **options).to(device))
+            clean = data.load(data_name, split="train", root=args.data_root).x
+        pres.append(defenses.build(name, clean=clean, seed=args.seed, **options).to(device))
     defended = defenses.defend(model, *pres)
     audit = audit_defense(
         defended,
@@ -338,11 +336,58 @@ def cmd_audit_defense(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _suite_config(args: argparse.Namespace) -> Any:
+    """The audit's settings: defaults or --quick, then --config, then the explicit options."""
+    from robustlens.evaluation.config import SuiteConfig
+
+    cfg = SuiteConfig.quick() if args.quick else SuiteConfig()
+    if args.config:
+        cfg = SuiteConfig.from_toml(args.config, base=cfg)
+    given: dict[str, Any] = {} if args.seed is None else {"seed": args.seed}
+    data: dict[str, Any] = {}
+    if args.limit is not None:
+        data["limit"] = args.limit
+    if args.attack_limit is not None:
+        data["attack_limit"] = args.attack_limit
+    if data:
+        given["data"] = data
+    if args.eps is not None:
+        given["whitebox"] = {"eps": args.eps}
+    if args.defense:
+        given["defenses"] = {"names": args.defense}
+    return SuiteConfig.from_dict(given, base=cfg)
+
+
+def _print_audit(sections: dict[str, Any], verdicts: list[dict[str, str]]) -> None:
+    clean = sections["clean"]
+    print(f"clean accuracy: {clean['accuracy']:.4f} on {clean['n']} images")
+    for cls, acc in clean["per_class"].items():
+        print(f"  {cls:<12} {'-' if acc is None else f'{acc:.4f}'}")
+    wb = sections.get("whitebox")
+    if wb:
+        ev = wb["evaluation"]
+        print(
+            f"white-box, {wb['n']} images, Linf eps {wb['eps']}: robust accuracy "
+            f"{ev['robust_accuracy']:.4f} (worst case over {', '.join(ev['attacks'])})"
+        )
+        for name, row in ev["per_attack"].items():
+            print(f"  {name:<28} robust accuracy {row['robust_accuracy']:.4f}")
+        for name, summary in wb["min_norm"].items():
+            l2n = summary["median_l2_normalized"]
+            print(f"  {name} median normalised L2 {'-' if l2n is None else f'{l2n:.4f}'}")
+    print("findings:")
+    for v in verdicts:
+        print(f"  [{v['level']}] {v['text']}")
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from robustlens import data
     from robustlens._runtime import resolve_device
     from robustlens.evaluation.suite import run_suite
+    from robustlens.report import write_report
+    from robustlens.report.verdicts import derive_verdicts
 
+    cfg = _suite_config(args)
     device = resolve_device(args.device)
     model_name = args.model
     model, meta = _load_model(model_name, device)
@@ -356,47 +401,115 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _say("note: " + notes[-1])
         model_name, data_name = "digits-cnn", "digits"
         model, meta = _load_model(model_name, device)
-    limit = args.limit or (1000 if args.quick else None)
-    ds = _load_data(data_name, "test", args.data_root, limit, args.seed)
-    attack_n = args.attack_limit or (200 if args.quick else 1000)
-    attack_ds = ds.subset(attack_n, seed=args.seed)
+    args.seed = cfg.seed  # recorded in the metadata
+    ds = _load_data(data_name, "test", args.data_root, cfg.data.limit or None, cfg.seed)
+    ds = ds.to(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     sections = run_suite(
         model,
         ds,
-        attack_ds=attack_ds,
-        eps=args.eps,
-        seed=args.seed,
+        cfg,
+        train=lambda: data.load(data_name, split="train", root=args.data_root).to(device),
+        out=out,
+        resume=args.resume,
         show_progress=not args.quiet,
         log=None if args.quiet else _say,
     )
-    clean = sections["clean"]
-    print(f"clean accuracy: {clean['accuracy']:.4f} on {clean['n']} images")
-    for cls, acc in clean["per_class"].items():
-        print(f"  {cls:<12} {'-' if acc is None else f'{acc:.4f}'}")
-    wb = sections["whitebox"]
-    ev = wb["evaluation"]
-    print(
-        f"white-box, {wb['n']} images, Linf eps {wb['eps']}: robust accuracy "
-        f"{ev['robust_accuracy']:.4f} (worst case over {', '.join(ev['attacks'])})"
-    )
-    for name, row in ev["per_attack"].items():
-        print(f"  {name:<28} robust accuracy {row['robust_accuracy']:.4f}")
-    l2n = wb["deepfool"]["median_l2_normalized"]
-    print(f"  DeepFool median normalised L2 {'-' if l2n is None else f'{l2n:.4f}'}")
-    for warning in ev["warnings"]:
-        print(f"  warning: {warning}")
+    found = [{"level": v.level, "text": v.text} for v in derive_verdicts(sections)]
+    _print_audit(sections, found)
     payload = {
         "model": model_name,
         "data": data_name,
         "notes": notes,
+        "verdicts": found,
+        "config": cfg.to_dict(),
         "sections": sections,
         "meta": {**_metadata(args, device), "seconds": round(time.perf_counter() - start, 1)},
     }
     _write_json(out / "results.json", payload)
-    print(f"wrote {out / 'results.json'}")
+    page = write_report(payload, out)
+    print(f"wrote {out / 'results.json'} and {page}")
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from robustlens import data, models, zoo
+    from robustlens._runtime import resolve_device
+    from robustlens.explain import Lime, faithfulness, plot_explanation, plot_path
+
+    device = resolve_device(args.device)
+    model, meta = _load_model(args.model, device)
+    classes = [str(c) for c in meta.get("classes") or []]
+    source: dict[str, Any]
+    if args.image:
+        import numpy as np
+        from PIL import Image, UnidentifiedImageError
+
+        checkpoint = zoo.ZOO.get(args.model).path if args.model in zoo.ZOO else Path(args.model)
+        arch = models.read_checkpoint(checkpoint).get("arch_kwargs") or {}
+        channels, size = arch.get("in_channels"), arch.get("image_size")
+        if (channels is None or size is None) and (args.data or meta.get("dataset")):
+            ref = data.load(args.data or meta["dataset"], split="test", root=args.data_root)
+            channels, size = ref.shape[0], ref.shape[1]
+        if channels not in (1, 3) or size is None:
+            raise UsageError(
+                "explain: cannot tell the model's input channels and size; give --data NAME of "
+                "the data set it was trained on, or use --data/--index instead of --image"
+            )
+        try:
+            with Image.open(args.image) as opened:
+                pil = opened.convert("L" if channels == 1 else "RGB").resize(
+                    (int(size), int(size)), Image.Resampling.BICUBIC
+                )
+                pixels = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise UsageError(f"explain: cannot read image {args.image!r}: {exc}") from None
+        image = pixels.reshape(int(size), int(size), int(channels)).permute(2, 0, 1).contiguous()
+        source = {"image": str(args.image), "label": None}
+    else:
+        data_name = args.data or meta.get("dataset") or "fashion-mnist"
+        ds = _load_data(data_name, args.split, args.data_root, None, args.seed)
+        if not 0 <= args.index < len(ds):
+            raise UsageError(
+                f"explain: --index must lie in 0..{len(ds) - 1} for {data_name} {args.split}, "
+                f"got {args.index}"
+            )
+        image, label = ds[args.index]
+        classes = list(ds.classes)
+        source = {"data": data_name, "split": args.split, "index": args.index, "label": int(label)}
+    lime = Lime(
+        samples=args.samples,
+        K=args.K,
+        segmenter=args.segmenter,
+        kernel=args.kernel,
+        hide=args.hide,
+        output=args.output,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        class_names=classes or None,
+    )
+    exp = lime.explain(model, image.to(device), args.target)
+    curves = faithfulness(model, exp, batch_size=args.batch_size)
+    print(exp.format())
+    print(
+        f"deletion AUC {curves.deletion_auc:.4f} (lower: more faithful), insertion AUC "
+        f"{curves.insertion_auc:.4f} (higher: more faithful)"
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": args.model,
+        **source,
+        "explanation": exp.to_dict(),
+        "faithfulness": curves.to_dict(),
+        "meta": _metadata(args, device),
+    }
+    _write_json(out / "explanation.json", payload)
+    plot_explanation(exp).savefig(out / "explanation.png", dpi=110)
+    plot_path(exp).savefig(out / "path.png", dpi=110)
+    print(f"wrote {out / 'explanation.json'}, {out / 'explanation.png'}, {out / 'path.png'}")
     return EXIT_OK
 
 
@@ -523,13 +636,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     au = sub.add_parser(
         "audit",
-        help="run the audit suite and write DIR/results.json",
-        description="Run the standard audit suite on a model and data set. "
-        "Default: the zoo's fmnist-cnn on Fashion-MNIST (digits if it is missing).",
+        help="run the audit suite and write DIR/index.html and DIR/results.json",
+        description="Run the standard audit suite on a model and data set and write a "
+        "self-contained HTML report. Default: the zoo's fmnist-cnn on Fashion-MNIST (digits if "
+        "it is missing).",
     )
     au.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
     au.add_argument("--data", help="data set name (default: the model's own)")
-    au.add_argument("--quick", action="store_true", help="a small sample, a few minutes on a CPU")
+    au.add_argument(
+        "--quick", action="store_true", help="small samples: the whole suite in under 3 minutes"
+    )
+    au.add_argument("--config", metavar="TOML", help="suite file: sections, budgets, data sizes")
+    au.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the sections DIR already holds for the same model, data and settings",
+    )
     au.add_argument(
         "--limit",
         type=_positive_int,
@@ -539,13 +661,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--attack-limit", type=_positive_int, help="images attacked (default 1000; --quick: 200)"
     )
     au.add_argument(
-        "--eps",
-        type=float,
-        default=0.1,
-        help="Linf budget of the fixed-budget attacks (default: 0.1)",
+        "--eps", type=float, help="Linf budget of the fixed-budget attacks (default: 0.1)"
+    )
+    au.add_argument(
+        "--defense",
+        action="append",
+        choices=["blur", "jpeg", "bitdepth", "crop", "tvm", "quilting"],
+        help="audit the model behind this defense too (repeatable)",
     )
     au.add_argument("--out", default="audit", help="output folder (default: ./audit)")
     common(au)
+    au.set_defaults(seed=None)  # None: the suite file's seed (default 0)
     au.set_defaults(func=cmd_audit)
 
     ad = sub.add_parser(
@@ -596,6 +722,62 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--out", metavar="DIR", help="write DIR/defense_audit.json")
     common(ad)
     ad.set_defaults(func=cmd_audit_defense)
+
+    ex = sub.add_parser(
+        "explain",
+        help="LIME superpixel explanation of one image, with its path and trust diagnostics",
+        description="Explain a model's prediction on one image with LIME (Ribeiro et al. 2016): "
+        "the top superpixels with their weights, the fit's r2, the kernel's effective sample "
+        "size, warnings, deletion/insertion AUC. Writes DIR/explanation.json, "
+        "DIR/explanation.png and DIR/path.png. Example: robustlens explain --model fmnist-cnn "
+        "--index 0 --out runs/explain",
+    )
+    ex.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
+    ex.add_argument("--data", help="data set name (default: the model's own)")
+    ex.add_argument("--split", default="test", choices=["train", "test"])
+    ex.add_argument(
+        "--index", type=int, default=0, help="index of the image in the data set (default: 0)"
+    )
+    ex.add_argument(
+        "--image",
+        metavar="PATH",
+        help="a PNG/JPEG file instead of --data/--index, converted to the model's channels and size",
+    )
+    ex.add_argument("--target", type=int, help="class to explain (default: the predicted one)")
+    ex.add_argument(
+        "--samples", type=_positive_int, default=1000, help="perturbed images (default: 1000)"
+    )
+    ex.add_argument(
+        "--K", type=_positive_int, default=5, help="superpixels in the explanation (default: 5)"
+    )
+    ex.add_argument(
+        "--segmenter",
+        default="slic",
+        choices=["slic", "quickshift", "felzenszwalb", "grid"],
+        help="superpixel algorithm, parameters adapted to the image size (default: slic)",
+    )
+    ex.add_argument(
+        "--hide",
+        default="mean",
+        choices=["mean", "constant", "blur"],
+        help="what replaces a switched-off superpixel (default: its mean colour)",
+    )
+    ex.add_argument(
+        "--kernel",
+        default="image",
+        choices=["image", "binary"],
+        help="proximity kernel: on the image distance (default) or lime's on the presence vector",
+    )
+    ex.add_argument(
+        "--output",
+        default="probs",
+        choices=["probs", "logits", "log-probs"],
+        help="model output explained (default: probs; logits when probabilities saturate)",
+    )
+    ex.add_argument("--batch-size", type=_positive_int, default=256)
+    ex.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    common(ex)
+    ex.set_defaults(func=cmd_explain)
     return parser
 
 

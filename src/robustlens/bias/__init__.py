@@ -3,4 +3,59 @@ corruptions and label hierarchies (the lecture's "uncovering biases")."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from robustlens.bias.corruptions import (
+    CORRUPTIONS,
+    Corruption,
+    CorruptionResult,
+    RandomVsAdversarial,
+    corrupt,
+    corruption_robustness,
+    random_vs_adversarial,
+)
+from robustlens.bias.dataset import (
+    Balance,
+    CrossDataset,
+    NameThatDataset,
+    balance,
+    cross_dataset_matrix,
+    harmonize,
+    name_that_dataset,
+)
+from robustlens.bias.labels import (
+    FASHION_MNIST,
+    Ambiguous,
+    Hierarchy,
+    ambiguous,
+    multilabel_accuracy,
+    topk_accuracy,
+)
+from robustlens.bias.shape import ShapeBias, shape_bias, shape_bias_from_decisions
+from robustlens.bias.spurious import CueReliance, cue_reliance
+
+__all__: list[str] = [
+    "CORRUPTIONS",
+    "FASHION_MNIST",
+    "Ambiguous",
+    "Balance",
+    "Corruption",
+    "CorruptionResult",
+    "CrossDataset",
+    "CueReliance",
+    "Hierarchy",
+    "NameThatDataset",
+    "RandomVsAdversarial",
+    "ShapeBias",
+    "ambiguous",
+    "balance",
+    "corrupt",
+    "corruption_robustness",
+    "cross_dataset_matrix",
+    "cue_reliance",
+    "harmonize",
+    "multilabel_accuracy",
+    "name_that_dataset",
+    "random_vs_adversarial",
+    "shape_bias",
+    "shape_bias_from_decisions",
+    "topk_accuracy",
+]

@@ -15,15 +15,39 @@ from collections.abc import Callable
 from pathlib import Path
 
 from robustlens.data.cifar import load_cifar10
+from robustlens.data.cue_conflict import (
+    SHAPE_SETS,
+    CueConflict,
+    ShapeSet,
+    cue_conflict,
+    load_shapes,
+    shapes_dataset,
+)
 from robustlens.data.dataset import ImageDataset
 from robustlens.data.digits import load_digits
 from robustlens.data.folder import load_folder
 from robustlens.data.idx import read_idx, write_idx
 from robustlens.data.mnist import load_idx_dataset
+from robustlens.data.printed import load_printed_digits
+from robustlens.data.spurious import PLANTED, PlantedCue, cue_test_sets, load_planted, plant_cue
 from robustlens.errors import ParameterError
 from robustlens.registry import Registry
 
-__all__ = ["ImageDataset", "available", "load", "load_folder", "names", "read_idx", "write_idx"]
+__all__ = [
+    "CueConflict",
+    "ImageDataset",
+    "PlantedCue",
+    "available",
+    "cue_conflict",
+    "cue_test_sets",
+    "load",
+    "load_folder",
+    "names",
+    "plant_cue",
+    "read_idx",
+    "shapes_dataset",
+    "write_idx",
+]
 
 Loader = Callable[[str, "str | Path | None", bool], ImageDataset]
 DATASETS: Registry[Loader] = Registry("data set")
@@ -40,6 +64,22 @@ _register("mnist", lambda split, root, dl: load_idx_dataset("mnist", split, root
 _register("digits", lambda split, root, dl: load_digits(split))
 _register("cifar10", lambda split, root, dl: load_cifar10(split, root))
 _register("folder", lambda split, root, dl: load_folder(root))
+_register("printed-digits", lambda split, root, dl: load_printed_digits(split))
+
+
+def _shapes_loader(kind: ShapeSet) -> Loader:
+    return lambda split, root, dl: load_shapes(kind, split)
+
+
+def _planted_loader(name: str, base: str) -> Loader:
+    return lambda split, root, dl: load_planted(name, split, DATASETS.get(base)(split, root, dl))
+
+
+# shapes-aligned, shapes-shape-only, shapes-texture-only, shapes-cue-conflict
+for _kind in SHAPE_SETS:
+    _register(f"shapes-{_kind}", _shapes_loader(_kind))
+for _name, _planted in PLANTED.items():  # fashion-mnist-patch
+    _register(_name, _planted_loader(_name, _planted[0]))
 
 
 def names() -> list[str]:
@@ -53,7 +93,12 @@ def load(
     """Load data set ``name`` (see :func:`names`) as an :class:`ImageDataset`.
 
     Args:
-        name: ``"fashion-mnist"``, ``"mnist"``, ``"digits"``, ``"cifar10"`` or ``"folder"``.
+        name: ``"fashion-mnist"``, ``"mnist"``, ``"digits"``, ``"cifar10"`` or ``"folder"``; the
+            synthetic ``"shapes-aligned"``, ``"shapes-shape-only"``, ``"shapes-texture-only"``,
+            ``"shapes-cue-conflict"`` (:func:`shapes_dataset`); ``"fashion-mnist-patch"``
+            (Fashion-MNIST with a corner-patch cue of strength 0.9, :func:`plant_cue`);
+            ``"printed-digits"`` (digits typeset in the installed fonts, 28x28, see
+            :mod:`robustlens.data.printed`).
         split: ``"train"`` or ``"test"`` (``"digits"`` also takes ``"all"``; ``"folder"`` ignores it).
         root: a folder to look in first; required for ``"cifar10"`` and ``"folder"``.
         download: allow the official download for the MNIST family when nothing local is found.
@@ -74,8 +119,10 @@ def available(name: str) -> bool:
     from robustlens.data.mnist import SOURCES, find_idx_files
     from robustlens.errors import RobustLensError
 
+    if name in PLANTED:
+        return available(PLANTED[name][0])
     if name not in SOURCES:
-        return name == "digits"
+        return name in ("digits", "printed-digits") or name.startswith("shapes-")
     try:
         find_idx_files(name, "test", download=False)
     except RobustLensError:

@@ -7,6 +7,10 @@ declare nothing); :func:`robustlens.attacks.adaptive` probes the defended model 
 
 from __future__ import annotations
 
+from typing import Any
+
+from torch import Tensor
+
 from robustlens.defenses.base import Defended, Preprocessor, Probe, defend, probe
 from robustlens.defenses.quilting import Quilting, knn
 from robustlens.defenses.training import (
@@ -26,6 +30,7 @@ from robustlens.defenses.transforms import (
     binomial_kernel,
     tv_reconstruct,
 )
+from robustlens.errors import ParameterError
 from robustlens.registry import Registry
 
 #: The built-in preprocessors by name (``create(name, **kw)``); quilting needs clean images, so it is
@@ -52,6 +57,32 @@ def create(name: str, /, **kwargs: object) -> Preprocessor:
     return pre
 
 
+def build(
+    name: str, /, *, clean: Tensor | None = None, seed: int = 0, **kwargs: object
+) -> Preprocessor:
+    """Any defense by name, quilting included: ``"quilting"`` builds its secret database from
+    ``clean`` images (patch 5, k 10, 100 000 patches unless ``kwargs`` say otherwise).
+
+    Example:
+        >>> import torch
+        >>> build("quilting", clean=torch.rand(20, 1, 12, 12), size=500, patch=3).k
+        10
+        >>> build("quilting")
+        Traceback (most recent call last):
+        ...
+        robustlens.errors.ParameterError: defense 'quilting' builds its patch database from clean ...
+    """
+    if name != "quilting":
+        return create(name, **kwargs)
+    if clean is None:
+        raise ParameterError(
+            "defense 'quilting' builds its patch database from clean images: pass clean=train.x "
+            "(images the attacker never sees)"
+        )
+    options: dict[str, Any] = {"patch": 5, "k": 10, "size": 100_000, "seed": seed, **kwargs}
+    return Quilting.from_images(clean, **options)
+
+
 __all__ = [
     "JPEG",
     "PREPROCESSORS",
@@ -67,6 +98,7 @@ __all__ = [
     "Quilting",
     "adversarial_fit",
     "binomial_kernel",
+    "build",
     "create",
     "defend",
     "knn",

@@ -1,94 +1,557 @@
-"""The audit suite behind ``robustlens audit``: what exists so far, as JSON-ready sections.
+"""The audit suite behind ``robustlens audit``: every section as a JSON-ready dict, resumable.
 
-Sections: ``clean`` (accuracy, per class, confusion) and ``whitebox`` (FGSM, I-FGSM, PGD and the
-standard APGD ensemble at the audit budget with the worst case over them and the evaluation's
-warnings; the accuracy-vs-normalised-L2 curve from DeepFool; PGD's robust accuracy against a list
-of budgets).
+Sections, in order (each one's settings in :class:`~robustlens.evaluation.config.SuiteConfig`):
+
+- ``clean``: accuracy, per class, confusion matrix.
+- ``whitebox``: FGSM, I-FGSM, PGD-40 and the standard APGD ensemble at ``eps`` with the per-image
+  worst case (the headline figure) and the evaluation's warnings; accuracy against normalised L2
+  from each minimum-norm attack (DeepFool, C&W: one run gives the whole curve); PGD's robust
+  accuracy against a list of budgets; a gallery of adversarial examples.
+- ``blackbox``: NES through a score oracle (and, on request, through a label-only oracle) under a
+  query budget, with success against queries.
+- ``defenses``: :func:`~robustlens.evaluation.audit_defense` for each configured defense.
+- ``explanations``: LIME on a few test images with faithfulness and stability.
+- ``bias``: corruption robustness (with mCE against a baseline when given), the shape bias of the
+  zoo's shape/texture models, superpixel statistics over classes, ambiguous test images and, for
+  Fashion-MNIST, accuracy at the level of its class hierarchy.
+
+With ``out``, each finished section is written to ``out/sections/NAME.json`` with a fingerprint of
+the model, the data and the section's settings; ``resume=True`` reuses the sections whose
+fingerprint matches and the white-box evaluation resumes from its per-image rows, so an
+interrupted audit loses at most the section it was in (and none of the white-box rows).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from robustlens.attacks import FGSM, IFGSM, PGD, DeepFool, Ensemble
+from robustlens._runtime import batched_logits
+from robustlens.attacks import FGSM, IFGSM, PGD, CarliniWagner, DeepFool, Ensemble
+from robustlens.attacks.base import Attack, AttackResult
+from robustlens.blackbox import NES, Oracle
 from robustlens.data.dataset import ImageDataset
 from robustlens.evaluation.clean import clean_accuracy
+from robustlens.evaluation.config import SuiteConfig
 from robustlens.evaluation.curves import accuracy_vs_distance, robust_accuracy_curve
-from robustlens.evaluation.runner import evaluate
+from robustlens.evaluation.runner import evaluate, model_fingerprint
 
-__all__ = ["run_suite"]
+__all__ = ["run_suite", "success_vs_queries"]
+
+Log = Callable[[str], None]
 
 
-def _timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    start = time.perf_counter()
-    out = fn()
-    out["seconds"] = round(time.perf_counter() - start, 3)
-    return out
+# --------------------------------------------------------------------------- storage
+
+
+class _Store:
+    """Finished sections on disk, each with the fingerprint of what produced it."""
+
+    def __init__(self, out: Path | None, resume: bool, base: str, log: Log) -> None:
+        self.dir = None if out is None else out / "sections"
+        self.resume = resume
+        self.base = base
+        self.log = log
+        if self.dir is not None:
+            if not resume:
+                for stale in (self.dir, out / "work"):  # type: ignore[operator]
+                    shutil.rmtree(stale, ignore_errors=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+
+    def key(self, name: str, settings: Any) -> str:
+        text = json.dumps([self.base, name, settings], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def load(self, name: str, settings: Any) -> dict[str, Any] | None:
+        if self.dir is None or not self.resume:
+            return None
+        path = self.dir / f"{name}.json"
+        if not path.is_file():
+            return None
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            self.log(f"{name}: the saved section is unreadable, running it again")
+            return None
+        if saved.get("fingerprint") != self.key(name, settings):
+            self.log(f"{name}: model, data or settings changed since the saved run, running again")
+            return None
+        self.log(f"{name}: reused from the earlier run")
+        result: dict[str, Any] = saved["result"]
+        return result
+
+    def save(self, name: str, settings: Any, result: dict[str, Any]) -> None:
+        if self.dir is None:
+            return
+        path = self.dir / f"{name}.json"
+        tmp = path.with_suffix(".tmp")
+        payload = {"fingerprint": self.key(name, settings), "result": result}
+        tmp.write_text(json.dumps(payload, default=_json_default))
+        tmp.replace(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+# --------------------------------------------------------------------------- white-box
+
+
+def _fixed_budget_attacks(
+    names: tuple[str, ...], eps: float, steps: int, seed: int
+) -> list[Attack]:
+    make: dict[str, Callable[[], Attack]] = {
+        "fgsm": lambda: FGSM(eps=eps, seed=seed),
+        "ifgsm": lambda: IFGSM(eps=eps, steps=20, step=eps / 10, seed=seed),
+        "pgd": lambda: PGD(eps=eps, steps=steps, seed=seed),
+        "ensemble": lambda: Ensemble.standard(eps=eps, seed=seed),
+    }
+    return [make[n]() for n in names]
+
+
+def _image_list(x: Tensor) -> list[Any]:
+    """One image ``(C, H, W)`` as nested lists rounded to 4 decimals (JSON, the report's gallery)."""
+    return torch.round(x.detach().float().cpu() * 10_000).div(10_000).tolist()
+
+
+def gallery(result: AttackResult, classes: list[str], count: int) -> list[dict[str, Any]]:
+    """Up to ``count`` successful adversarial examples of ``result``, distinct true classes first."""
+    idx = torch.nonzero(result.success & result.attacked).flatten().cpu()
+    if not len(idx) or count == 0:
+        return []
+    labels = result.y.cpu()[idx]
+    seen: set[int] = set()
+    order: list[int] = []
+    for i, lab in zip(idx.tolist(), labels.tolist(), strict=True):  # a few dozen at most
+        if lab not in seen:
+            seen.add(lab)
+            order.append(i)
+    order += [i for i in idx.tolist() if i not in order]
+    items = []
+    for i in order[:count]:
+        items.append(
+            {
+                "index": i,
+                "label": classes[int(result.y[i])],
+                "clean_pred": classes[int(result.y[i])],
+                "adv_pred": classes[int(result.pred[i])],
+                "attack": result.attack,
+                "linf": float(result.linf[i]),
+                "l2_normalized": float(result.l2_normalized[i]),
+            }
+        )
+    return items
 
 
 def whitebox_section(
     model: nn.Module,
     ds: ImageDataset,
+    config: SuiteConfig,
     *,
-    eps: float,
-    eps_curve: Sequence[float],
-    seed: int,
+    work: Path | None,
     show_progress: bool,
 ) -> dict[str, Any]:
-    """Fixed-budget attacks with the worst case, and the lecture's two curves.
+    """Fixed-budget attacks with the worst case, the lecture's two curves and a gallery.
 
-    The headline figure is the worst case over FGSM, I-FGSM, PGD-40 and the standard ensemble
-    (APGD-CE then APGD-T); the single attacks are there to show how much a weak attack overstates.
+    The headline figure is the worst case over the configured attacks (by default FGSM, I-FGSM,
+    PGD-40 and the standard ensemble, APGD-CE then APGD-T); the single attacks are there to show
+    how much a weak attack overstates.
     """
-    attacks = [
-        FGSM(eps=eps, seed=seed),
-        IFGSM(eps=eps, steps=20, step=eps / 10, seed=seed),
-        PGD(eps=eps, steps=40, seed=seed),
-        Ensemble.standard(eps=eps, seed=seed),
-    ]
-    ev = evaluate(model, ds, attacks, batch_size=500, show_progress=show_progress)
-    df = DeepFool(seed=seed)(model, ds.x, ds.y)
-    l2_curve = accuracy_vs_distance(df)
-    eps_sweep = robust_accuracy_curve(
-        PGD(eps=eps, steps=40, seed=seed), model, ds.x, ds.y, eps_curve
-    )
+    wb, seed = config.whitebox, config.seed
+    attacks = _fixed_budget_attacks(wb.attacks, wb.eps, wb.steps, seed)
+    ev = evaluate(model, ds, attacks, batch_size=500, out=work, show_progress=show_progress)
+    sub = ds.subset(min(wb.min_norm_limit, len(ds)), seed=seed)
+    curves, summaries = [], {}
+    for name in wb.min_norm:
+        attack: Attack = (
+            DeepFool(seed=seed) if name == "deepfool" else CarliniWagner(steps=100, seed=seed)
+        )
+        res = attack(model, sub.x, sub.y)
+        curves.append(accuracy_vs_distance(res).to_dict())
+        summaries[res.attack] = res.summary()
+    pgd = PGD(eps=wb.eps, steps=wb.steps, seed=seed)
+    eps_sweep = robust_accuracy_curve(pgd, model, sub.x, sub.y, wb.eps_curve)
+    shown: list[dict[str, Any]] = []
+    if wb.gallery:
+        pool = ds[: min(len(ds), 20 * wb.gallery)]
+        res = pgd(model, pool.x, pool.y)
+        shown = gallery(res, ds.classes, wb.gallery)
+        for item in shown:
+            item["x"] = _image_list(pool.x[item["index"]])
+            item["x_adv"] = _image_list(res.x_adv[item["index"]])
     return {
-        "eps": eps,
+        "eps": wb.eps,
         "n": len(ds),
         "evaluation": ev.to_dict(),
-        "deepfool": df.summary(),
-        "accuracy_vs_l2_normalized": l2_curve.to_dict(),
+        "min_norm": summaries,
+        "min_norm_n": len(sub),
+        "accuracy_vs_l2_normalized": curves,
         "pgd_accuracy_vs_eps": eps_sweep.to_dict(),
+        "gallery": shown,
     }
+
+
+# --------------------------------------------------------------------------- black-box
+
+
+def success_vs_queries(
+    result: AttackResult, budget: int, points: int = 50
+) -> dict[str, list[float]]:
+    """Success rate over attacked images as a function of the query budget, from one run.
+
+    An image counts as fooled within ``q`` queries when the attack succeeded on it having used at
+    most ``q`` queries (the oracle's own per-image count).
+
+    Example:
+        >>> import robustlens as rl
+        >>> ds = rl.data.load("digits")[:6]
+        >>> oracle = rl.blackbox.Oracle(rl.zoo.load("digits-cnn"), output="probs", budget=500)
+        >>> res = rl.blackbox.NES(eps=0.3, max_queries=500)(oracle, ds.x, ds.y)
+        >>> curve = success_vs_queries(res, 500)
+        >>> curve["success_rate"][-1] == res.success_rate, curve["queries"][0]
+        (True, 0.0)
+    """
+    grid = torch.linspace(0, budget, points, dtype=torch.float64)
+    attacked = result.attacked.cpu()
+    n = int(attacked.sum())
+    q = result.queries.cpu().double()[attacked]
+    ok = result.success.cpu()[attacked]
+    hits = ((q[None, :] <= grid[:, None]) & ok[None, :]).sum(1).double()
+    rate = (hits / n).tolist() if n else [math.nan] * points
+    return {"queries": grid.tolist(), "success_rate": rate}
+
+
+def blackbox_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig) -> dict[str, Any]:
+    """NES through a score oracle (``"nes"``) and a label-only oracle (``"nes-label"``, targeted at
+    a random other class, starting from an image of that class)."""
+    bb, eps, seed = config.blackbox, config.whitebox.eps, config.seed
+    sub = ds.subset(min(bb.images, len(ds)), seed=seed)
+    out: dict[str, Any] = {"n": len(sub), "eps": eps, "queries": bb.queries, "attacks": {}}
+    for name in bb.attacks:
+        start = time.perf_counter()
+        if name == "nes":
+            oracle = Oracle(model, output="probs", budget=bb.queries)
+            res = NES(eps=eps, max_queries=bb.queries, seed=seed)(oracle, sub.x, sub.y)
+            label = f"NES, scores (eps {eps:g})"
+        else:
+            g = torch.Generator().manual_seed(seed)
+            k = ds.num_classes
+            target = (sub.y.cpu() + torch.randint(1, k, (len(sub),), generator=g)) % k
+            # A starting image of the target class for each image (the first of that class in ds).
+            first_of = torch.full((k,), -1, dtype=torch.long)
+            present = torch.unique(ds.y.cpu())
+            first_of[present] = torch.stack([torch.nonzero(ds.y.cpu() == c)[0, 0] for c in present])
+            target = torch.where(first_of[target] >= 0, target, sub.y.cpu())
+            keep = target != sub.y.cpu()
+            x_init = ds.x[first_of[target].clamp_min(0).to(ds.x.device)]
+            oracle = Oracle(model, output="label", budget=bb.queries)
+            attack = NES(eps=eps, mode="label-only", max_queries=bb.queries, seed=seed)
+            dev = sub.x.device
+            res = attack(
+                oracle,
+                sub.x[keep.to(dev)],
+                sub.y[keep.to(dev)],
+                target=target[keep].to(dev),
+                x_init=x_init[keep.to(dev)],
+            )
+            label = f"NES, labels only, targeted (eps {eps:g})"
+        ok = res.success & res.attacked
+        out["attacks"][label] = {
+            "success_rate": _finite(res.success_rate),
+            "robust_accuracy": _finite(res.robust_accuracy),
+            "median_queries": float(res.queries[ok].double().median()) if bool(ok.any()) else None,
+            "mean_queries": float(res.queries.double().mean()),
+            "curve": success_vs_queries(res, bb.queries),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- defenses
+
+
+def defenses_section(
+    model: nn.Module,
+    ds: ImageDataset,
+    config: SuiteConfig,
+    *,
+    train: Callable[[], ImageDataset],
+    show_progress: bool,
+    log: Log,
+) -> dict[str, Any]:
+    """:func:`audit_defense` of ``model`` behind each configured defense, one at a time."""
+    from robustlens import defenses
+    from robustlens.evaluation.defense_audit import audit_defense
+
+    dc, seed = config.defenses, config.seed
+    sub = ds.subset(min(dc.images, len(ds)), seed=seed)
+    dev = sub.x.device
+    out: dict[str, Any] = {}
+    for name in dc.names:
+        log(f"defense audit: {name}")
+        clean = train().x if name == "quilting" else None
+        pre = defenses.build(name, clean=clean, seed=seed).to(dev)
+        audit = audit_defense(
+            defenses.defend(model, pre),
+            sub,
+            model,
+            eps=config.whitebox.eps,
+            steps=dc.steps,
+            samples=dc.samples,
+            ensemble_steps=dc.ensemble_steps or None,
+            blackbox_images=max(1, dc.blackbox_images),
+            blackbox_queries=dc.blackbox_queries or None,
+            seed=seed,
+            show_progress=show_progress,
+        )
+        out[name] = {"defense": repr(pre), **audit.to_dict()}
+    return out
+
+
+# --------------------------------------------------------------------------- the suite
 
 
 def run_suite(
     model: nn.Module,
     ds: ImageDataset,
+    config: SuiteConfig | None = None,
     *,
-    attack_ds: ImageDataset | None = None,
-    eps: float = 0.1,
-    eps_curve: Sequence[float] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3),
-    seed: int = 0,
+    train: Callable[[], ImageDataset] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
     show_progress: bool = False,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run every section on ``model``; attacks use ``attack_ds`` (default: ``ds``)."""
+    """Run every enabled section on ``model`` and ``ds`` (the test split); see the module docstring.
+
+    Args:
+        config: the suite's settings (default: :class:`SuiteConfig` defaults).
+        train: returns the training split when a section needs it (quilting's database).
+        out: folder for the finished sections (and the white-box evaluation's per-image rows).
+        resume: reuse the sections ``out`` already holds for the same model, data and settings.
+
+    Returns:
+        ``{section name: JSON-ready dict}``; each dict has its ``seconds``.
+    """
+    cfg = config if config is not None else SuiteConfig()
     say = log or (lambda _: None)
+    out_dir = None if out is None else Path(out)
+    base = json.dumps(
+        [
+            model_fingerprint(model),
+            ds.name,
+            len(ds),
+            ds.classes,
+            cfg.seed,
+            float(ds.x.double().sum()),
+        ],
+        default=str,
+    )
+    store = _Store(out_dir, resume, base, say)
+    attack_ds = ds.subset(min(cfg.data.attack_limit, len(ds)), seed=cfg.seed)
     sections: dict[str, dict[str, Any]] = {}
-    say(f"clean accuracy on {len(ds)} images")
-    sections["clean"] = _timed(
-        lambda: clean_accuracy(model, ds, show_progress=show_progress).to_dict()
+
+    def section(name: str, settings: Any, message: str, fn: Callable[[], dict[str, Any]]) -> None:
+        saved = store.load(name, settings)
+        if saved is not None:
+            sections[name] = saved
+            return
+        say(message)
+        start = time.perf_counter()
+        result = fn()
+        result["seconds"] = round(time.perf_counter() - start, 2)
+        store.save(name, settings, result)
+        sections[name] = result
+
+    section(
+        "clean",
+        {},
+        f"clean accuracy on {len(ds)} images",
+        lambda: clean_accuracy(model, ds, show_progress=show_progress).to_dict(),
     )
-    sub = attack_ds if attack_ds is not None else ds
-    say(f"white-box attacks on {len(sub)} images at eps {eps}")
-    sections["whitebox"] = _timed(
-        lambda: whitebox_section(
-            model, sub, eps=eps, eps_curve=eps_curve, seed=seed, show_progress=show_progress
+    if cfg.whitebox.enabled:
+        section(
+            "whitebox",
+            asdict(cfg.whitebox) | {"n": len(attack_ds)},
+            f"white-box attacks on {len(attack_ds)} images at Linf eps {cfg.whitebox.eps:g}",
+            lambda: whitebox_section(
+                model,
+                attack_ds,
+                cfg,
+                work=None if out_dir is None else out_dir / "work" / "whitebox",
+                show_progress=show_progress,
+            ),
         )
-    )
+    if cfg.blackbox.enabled and cfg.blackbox.attacks:
+        section(
+            "blackbox",
+            asdict(cfg.blackbox) | {"eps": cfg.whitebox.eps},
+            f"black-box attacks on {min(cfg.blackbox.images, len(attack_ds))} images, "
+            f"{cfg.blackbox.queries} queries each",
+            lambda: blackbox_section(model, attack_ds, cfg),
+        )
+    if cfg.defenses.names:
+        if train is None and "quilting" in cfg.defenses.names:
+            from robustlens.errors import ParameterError
+
+            raise ParameterError(
+                "run_suite: the quilting defense needs clean training images; pass train="
+            )
+        section(
+            "defenses",
+            asdict(cfg.defenses) | {"eps": cfg.whitebox.eps},
+            f"defense audits: {', '.join(cfg.defenses.names)}",
+            lambda: defenses_section(
+                model,
+                attack_ds,
+                cfg,
+                train=train or (lambda: ds),
+                show_progress=show_progress,
+                log=say,
+            ),
+        )
+    if cfg.explanations.enabled:
+        section(
+            "explanations",
+            asdict(cfg.explanations),
+            f"LIME explanations of {cfg.explanations.images} images",
+            lambda: explanations_section(model, ds, cfg),
+        )
+    if cfg.bias.enabled:
+        section(
+            "bias",
+            asdict(cfg.bias),
+            "bias measurements",
+            lambda: bias_section(model, ds, cfg, log=say),
+        )
     return sections
+
+
+def _one_per_class(ds: ImageDataset, count: int, seed: int) -> Tensor:
+    """Indices of ``count`` images of ``ds``: one per class in class order first, then the rest."""
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    y = ds.y.cpu()[perm]
+    # Rank of each image within its class (in the shuffled order): rank 0 first, by class.
+    rank = torch.zeros_like(y)
+    for c in range(ds.num_classes):  # K classes, not samples
+        mask = y == c
+        rank[mask] = torch.arange(int(mask.sum()))
+    order = perm[torch.argsort(rank * ds.num_classes + y, stable=True)]
+    return order[:count]
+
+
+def explanations_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig) -> dict[str, Any]:
+    """LIME on a few test images (one per class first), each with its deletion and insertion AUC;
+    top-k stability across seeds on the first image."""
+    from robustlens.explain import Lime, faithfulness, stability
+
+    ec, seed = config.explanations, config.seed
+    idx = _one_per_class(ds, min(ec.images, len(ds)), seed).to(ds.x.device)
+    x, y = ds.x[idx], ds.y[idx]
+    lime = Lime(
+        samples=ec.samples,
+        K=ec.K,
+        output=ec.output,  # type: ignore[arg-type]
+        hide=ec.hide,  # type: ignore[arg-type]
+        seed=seed,
+        class_names=ds.classes,
+    )
+    exps = lime.explain_batch(model, x)
+    items = []
+    for i, exp in zip(idx.tolist(), exps, strict=True):  # a handful of images
+        faith = faithfulness(model, exp)
+        item = exp.to_dict()
+        item.update(
+            index=i,
+            label=ds.classes[int(ds.y[i])],
+            pred=ds.classes[exp.target],
+            deletion_auc=faith.deletion_auc,
+            insertion_auc=faith.insertion_auc,
+        )
+        items.append(item)
+    stab = None
+    if ec.stability_seeds >= 2 and len(x):
+        seeds = tuple(range(seed, seed + ec.stability_seeds))
+        stab = stability(lime, model, x[0], seeds=seeds).mean
+    return {
+        "samples": ec.samples,
+        "K": ec.K,
+        "n": len(items),
+        "items": items,
+        "stability": stab,
+        "stability_seeds": ec.stability_seeds,
+        "mean_r2": sum(e["r2"] for e in items) / len(items) if items else None,
+        "correct": int((batched_logits(model, x).argmax(1) == y).sum()),
+    }
+
+
+def bias_section(
+    model: nn.Module,
+    ds: ImageDataset,
+    config: SuiteConfig,
+    *,
+    load_model: Callable[[str], nn.Module] | None = None,
+    log: Log,
+) -> dict[str, Any]:
+    """What the model relies on: corruptions (mCE against ``config.bias.baseline`` when given),
+    random against adversarial noise of the same norm, ambiguous test images, accuracy at the
+    levels of the class hierarchy (Fashion-MNIST), and the shape bias of the zoo's shape/texture
+    models."""
+    from robustlens import bias
+
+    bc, seed = config.bias, config.seed
+    out: dict[str, Any] = {}
+    sub = ds.subset(min(bc.corruption_images, len(ds)), seed=seed)
+    log(f"corruptions on {len(sub)} images, severities {list(bc.severities)}")
+    baseline = None
+    if bc.baseline:
+        if load_model is None:
+            from robustlens.models.zoo import resolve
+
+            ref = resolve(bc.baseline, ds.x.device)[0]
+        else:
+            ref = load_model(bc.baseline)
+        baseline = bias.corruption_robustness(ref, sub, severities=bc.severities, seed=seed)
+    corr = bias.corruption_robustness(
+        model, sub, severities=bc.severities, baseline=baseline, seed=seed
+    )
+    out["corruptions"] = {**corr.to_dict(), "baseline": bc.baseline or None}
+    noise_n = min(len(sub), 200)
+    rva = bias.random_vs_adversarial(model, sub.x[:noise_n], sub.y[:noise_n], seed=seed)
+    out["random_vs_adversarial"] = {**rva.to_dict(), "n": noise_n}
+    if bc.ambiguous:
+        amb = bias.ambiguous(model, ds, k=bc.ambiguous)
+        items = amb.to_dict()
+        for item in items:
+            item["image"] = _image_list(ds.x[item["index"]])
+        out["ambiguous"] = {"n": len(ds), "items": items}
+    if ds.classes == bias.FASHION_MNIST.classes:
+        pred = batched_logits(model, ds.x).argmax(1)
+        names = bias.FASHION_MNIST.confusion(pred, ds.y, level=1)[1]
+        out["hierarchy"] = {
+            "levels": {
+                "classes": bias.FASHION_MNIST.accuracy(pred, ds.y),
+                "groups": bias.FASHION_MNIST.accuracy(pred, ds.y, level=1),
+            },
+            "groups": names,
+            "confusion": bias.FASHION_MNIST.confusion(pred, ds.y, level=1)[0].tolist(),
+        }
+    return out

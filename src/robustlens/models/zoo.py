@@ -82,6 +82,29 @@ _add(
         min_accuracy=0.97,
     )
 )
+_add(
+    ZooEntry(
+        name="shapes-cnn",
+        dataset="shapes-aligned",
+        description="convnet (2x32, 2x64 conv, 64 hidden) on the aligned shape/texture set "
+        "(each class one shape filled with one texture): both cues predict the class, "
+        "rl.bias.shape_bias tells which it learnt",
+        command="robustlens train --arch convnet --data shapes-aligned --epochs 15 --seed 0 "
+        "--val --quiet --out src/robustlens/models/weights/shapes-cnn.pt",
+        min_accuracy=0.99,
+    )
+)
+_add(
+    ZooEntry(
+        name="fmnist-cnn-patch",
+        dataset="fashion-mnist-patch",
+        description="the fmnist-cnn architecture trained on Fashion-MNIST with a corner-patch "
+        "cue that names the class 90% of the time: a model that relies on a spurious cue",
+        command="robustlens train --arch convnet --data fashion-mnist-patch --epochs 6 --seed 0 "
+        "--val --quiet --out src/robustlens/models/weights/fmnist-cnn-patch.pt",
+        min_accuracy=0.97,
+    )
+)
 
 
 def names() -> list[str]:

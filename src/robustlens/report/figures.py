@@ -1,0 +1,398 @@
+"""The report's figures: pure functions from result values to :class:`matplotlib.figure.Figure`.
+
+Figures are built with the object-oriented API (``Figure(...)``, never ``pyplot``), so they touch no
+global state and need no display; PNG output goes through the Agg renderer.
+:func:`figure_to_data_uri` turns a figure into the ``data:image/png;base64,...`` URI the HTML embeds.
+Names from the results (class, attack, model names) reach matplotlib through :func:`label`, which
+escapes ``$`` so a name is drawn as written, never parsed as mathtext.
+
+matplotlib is imported inside the functions: ``import robustlens`` does not pay for it.
+
+Example:
+    >>> fig = curves_figure(
+    ...     [{"label": "PGD", "budgets": [0.0, 0.1], "accuracy": [0.9, 0.2]}],
+    ...     xlabel="eps", title="PGD")
+    >>> figure_to_data_uri(fig)[:22]
+    'data:image/png;base64,'
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from robustlens.errors import ParameterError, RangeError, ShapeError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "HUMAN_SHAPE_BIAS",
+    "confusion_figure",
+    "corruption_figure",
+    "curves_figure",
+    "defense_figure",
+    "figure_to_data_uri",
+    "gallery_figure",
+    "label",
+    "perturbation_image",
+    "shape_bias_figure",
+    "success_vs_queries_figure",
+    "to_image",
+]
+
+HUMAN_SHAPE_BIAS = 0.96
+"""Shape bias of human observers on cue-conflict images (Geirhos et al. 2019, ICLR), about 0.96."""
+
+_TITLE_CHARS = 24
+
+
+def label(value: Any, limit: int | None = None) -> str:
+    """``value`` as text matplotlib draws literally (``$`` escaped), cut to ``limit`` characters.
+
+    Example:
+        >>> label("a $x$ b"), label("Ankle boot", limit=5)
+        ('a \\\\$x\\\\$ b', 'Ankl…')
+    """
+    s = str(value)
+    if limit is not None and len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return s.replace("$", r"\$")
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def figure_to_data_uri(fig: Figure, *, dpi: int = 100) -> str:
+    """Render ``fig`` to PNG and return it as a ``data:`` URI; the figure is closed afterwards.
+
+    Example:
+        >>> from matplotlib.figure import Figure
+        >>> uri = figure_to_data_uri(Figure(figsize=(1, 1)))
+        >>> uri.startswith("data:image/png;base64,iVBORw0KGgo")
+        True
+    """
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        if getattr(fig.canvas, "manager", None) is not None:  # made by pyplot: release it
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        fig.clear()
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def confusion_figure(confusion: Sequence[Sequence[float]], classes: Sequence[str]) -> Figure:
+    """Heat map of a confusion matrix (rows: true class, columns: predicted), counts written in.
+
+    Colours are row-normalised (the fraction of each true class), so small classes stay readable.
+
+    Shape: confusion (K, K), classes (K,).
+    """
+    m = np.asarray(confusion, dtype=np.float64)
+    k = len(classes)
+    if m.ndim != 2 or m.shape != (k, k):
+        raise ShapeError(
+            f"confusion_figure: the confusion matrix must be ({k}, {k}) for {k} classes, "
+            f"got shape {m.shape}"
+        )
+    rows = m.sum(axis=1, keepdims=True)
+    frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    side = min(max(4.0, 0.5 * k + 2.5), 16.0)
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    ticks = [label(c, _TITLE_CHARS) for c in classes]
+    ax.set_xticks(range(k), ticks, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), ticks, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if m[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        f"{m[i, j]:g}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if frac[i, j] > 0.5 else "black",
+                    )
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
+    return fig
+
+
+def curves_figure(
+    curves: Sequence[Mapping[str, Any]],
+    *,
+    xlabel: str,
+    title: str,
+    step: bool = False,
+) -> Figure:
+    """Accuracy against budget, one line per curve ``{"label", "budgets", "accuracy"}``.
+
+    ``step=True`` draws a step function (a minimum-norm attack's accuracy vs distance).
+    """
+    fig = _figure(6.0, 3.8)
+    ax = fig.add_subplot()
+    for curve in curves:
+        b = np.asarray(curve.get("budgets", []), dtype=np.float64)
+        a = np.asarray(curve.get("accuracy", []), dtype=np.float64)
+        if b.shape != a.shape or b.ndim != 1:
+            raise ShapeError(
+                f"curves_figure: curve {curve.get('label')!r} needs 'budgets' and 'accuracy' "
+                f"lists of one length, got {b.shape} and {a.shape}"
+            )
+        name = label(curve.get("label", ""), 40)
+        if step:
+            ax.step(b, 100 * a, where="post", label=name)
+        else:
+            ax.plot(b, 100 * a, marker="o", label=name)
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel(label(xlabel))
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(label(title))
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------- images
+
+
+def to_image(values: Any, *, where: str = "image") -> np.ndarray:
+    """A nested list ``(C, H, W)`` (or ``(H, W)``) in [0, 1] as an array ``(C, H, W)``, C in {1, 3}.
+
+    Example:
+        >>> to_image([[0.0, 1.0], [0.5, 0.5]]).shape
+        (1, 2, 2)
+    """
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[0] not in (1, 3) or a.shape[1] < 1 or a.shape[2] < 1:
+        raise ShapeError(
+            f"{where}: an image must be a nested list of shape (C, H, W) with C = 1 or 3, "
+            f"got shape {a.shape}"
+        )
+    if not np.isfinite(a).all():
+        raise RangeError(f"{where}: the image has NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise RangeError(
+            f"{where}: image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
+            "store images in pixel space divided by 255"
+        )
+    return np.clip(a, 0.0, 1.0)
+
+
+def perturbation_image(x: np.ndarray, x_adv: np.ndarray) -> tuple[np.ndarray, float]:
+    """The perturbation ``x_adv - x`` magnified to fill [0, 1] around grey: ``(0.5 + g * d, g)``.
+
+    ``g = 0.5 / max|d|`` (the same for every channel), so the largest change reaches black or
+    white and zero stays mid-grey; ``g = 1`` when nothing changed.
+
+    Shape: x, x_adv (C, H, W) -> (C, H, W), float.
+
+    Example:
+        >>> img, gain = perturbation_image(np.zeros((1, 2, 2)), np.full((1, 2, 2), 0.1))
+        >>> float(img.max()), round(gain, 6)
+        (1.0, 5.0)
+    """
+    if x.shape != x_adv.shape:
+        raise ShapeError(
+            f"perturbation_image: x and x_adv must have one shape, got {x.shape} and {x_adv.shape}"
+        )
+    d = x_adv - x
+    peak = float(np.abs(d).max()) if d.size else 0.0
+    gain = 0.5 / peak if peak > 0 else 1.0
+    return np.clip(0.5 + gain * d, 0.0, 1.0), gain
+
+
+def _show(ax: Axes, img: np.ndarray, title: str) -> None:
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.transpose(img, (1, 2, 0)), interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def gallery_figure(items: Sequence[Mapping[str, Any]], *, per_row: int = 2) -> Figure:
+    """Adversarial examples: clean image, adversarial image, perturbation magnified.
+
+    Each item is ``{"label", "clean_pred", "adv_pred", "x", "x_adv", ...}`` with ``x`` and
+    ``x_adv`` nested lists ``(C, H, W)`` in [0, 1]; ``per_row`` items share a row of panels.
+    """
+    if not items:
+        raise ParameterError("gallery_figure: 'items' must hold at least one example, got none")
+    if per_row < 1:
+        raise ParameterError(f"gallery_figure: 'per_row' must be an int >= 1, got {per_row}")
+    per_row = min(per_row, len(items))
+    nrows = math.ceil(len(items) / per_row)
+    fig = _figure(5.4 * per_row, 2.1 * nrows)
+    axes = fig.subplots(nrows, 3 * per_row, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, item in enumerate(items):
+        where = f"gallery item {i}"
+        x = to_image(item.get("x"), where=where + " 'x'")
+        x_adv = to_image(item.get("x_adv"), where=where + " 'x_adv'")
+        delta, gain = perturbation_image(x, x_adv)
+        r, c = divmod(i, per_row)
+        row = axes[r, 3 * c : 3 * c + 3]
+        for ax in row:
+            ax.set_axis_on()
+        n = _TITLE_CHARS - 6
+        _show(
+            row[0],
+            x,
+            f"true: {label(item.get('label'), n)}\npred: {label(item.get('clean_pred'), n)}",
+        )
+        _show(row[1], x_adv, f"adversarial\npred: {label(item.get('adv_pred'), n)}")
+        _show(row[2], delta, f"perturbation\n\N{MULTIPLICATION SIGN}{gain:.3g}, grey = 0")
+    return fig
+
+
+# --------------------------------------------------------------------------- black box, defenses
+
+
+def success_vs_queries_figure(attacks: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Success rate against the number of queries, one line per attack with a ``curve``.
+
+    ``attacks[name]["curve"]`` is ``{"queries": [...], "success_rate": [...]}``.
+    """
+    fig = _figure(6.0, 3.8)
+    ax = fig.add_subplot()
+    drawn = 0
+    for name, row in attacks.items():
+        curve = row.get("curve")
+        if not isinstance(curve, Mapping):
+            continue
+        q = np.asarray(curve.get("queries", []), dtype=np.float64)
+        s = np.asarray(curve.get("success_rate", []), dtype=np.float64)
+        if q.shape != s.shape or q.ndim != 1:
+            raise ShapeError(
+                f"success_vs_queries_figure: the curve of {name!r} needs 'queries' and "
+                f"'success_rate' lists of one length, got {q.shape} and {s.shape}"
+            )
+        ax.step(q, 100 * s, where="post", label=label(name, 40))
+        drawn += 1
+    positive = [
+        v
+        for row in attacks.values()
+        if isinstance(row.get("curve"), Mapping)
+        for v in row["curve"].get("queries", [])
+        if v > 0
+    ]
+    if positive and max(positive) / min(positive) > 100:
+        ax.set_xscale("log")
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("queries per image")
+    ax.set_ylabel("success rate (%)")
+    ax.set_title("Black-box attacks: success against queries")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def defense_figure(accuracy: Mapping[str, Mapping[str, float | None]]) -> Figure:
+    """Grouped bars: for each defense, accuracy per measure (``clean``, ``naive``, ``adaptive``...).
+
+    ``accuracy[defense][measure]`` is a fraction; ``None`` leaves the bar out.
+    """
+    measures: list[str] = []
+    for row in accuracy.values():
+        measures += [m for m in row if m not in measures]
+    names = list(accuracy)
+    width = 0.8 / max(len(measures), 1)
+    fig = _figure(max(6.0, 1.2 + 0.6 * len(names) * max(len(measures), 1)), 3.6)
+    ax = fig.add_subplot()
+    colours = {"clean": "#9e9e9e", "naive": "#f0a030", "adaptive": "#c0392b"}
+    for j, m in enumerate(measures):
+        xs = [i + (j - (len(measures) - 1) / 2) * width for i in range(len(names))]
+        ys = [accuracy[n].get(m) for n in names]
+        pts = [(x, 100 * y) for x, y in zip(xs, ys, strict=True) if y is not None]
+        if not pts:
+            continue
+        bars = ax.bar(
+            [p[0] for p in pts], [p[1] for p in pts], width, label=label(m), color=colours.get(m)
+        )
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(names)), [label(n, 30) for n in names], fontsize=8)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy under the naive and the adaptive attack", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+# --------------------------------------------------------------------------- biases
+
+
+def shape_bias_figure(scores: Mapping[str, float | None]) -> Figure:
+    """Horizontal bars of shape bias (0: texture only, 1: shape only) per model, with the human
+    reference (:data:`HUMAN_SHAPE_BIAS`, Geirhos et al. 2019)."""
+    names = [n for n, v in scores.items() if v is not None]
+    values = [float(v) for v in scores.values() if v is not None]
+    fig = _figure(6.0, 1.4 + 0.45 * max(len(names), 1))
+    ax = fig.add_subplot()
+    bars = ax.barh(range(len(names)), values, color="#4c72b0")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+    ax.axvline(HUMAN_SHAPE_BIAS, color="#c0392b", linestyle="--", label="humans (about 0.96)")
+    ax.set_yticks(range(len(names)), [label(n, 30) for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel("shape bias: fraction of shape decisions among shape-or-texture decisions")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def corruption_figure(
+    accuracy: Mapping[str, Sequence[float | None]], clean_accuracy: float | None = None
+) -> Figure:
+    """Heat map of accuracy per corruption (rows) and severity (columns), values written in.
+
+    Shape: accuracy[corruption] has one value per severity (1..S).
+    """
+    names = list(accuracy)
+    s = max((len(v) for v in accuracy.values()), default=0)
+    m = np.full((len(names), s), np.nan)
+    for i, n in enumerate(names):
+        row = [np.nan if v is None else float(v) for v in accuracy[n]]
+        m[i, : len(row)] = row
+    fig = _figure(2.8 + 0.8 * s, 1.2 + 0.38 * max(len(names), 1))
+    ax = fig.add_subplot()
+    im = ax.imshow(100 * m, cmap="RdYlGn", vmin=0.0, vmax=100.0, aspect="auto")
+    for i in range(len(names)):
+        for j in range(s):
+            if not np.isnan(m[i, j]):
+                ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(s), [str(j + 1) for j in range(s)])
+    ax.set_yticks(range(len(names)), [label(n, 30) for n in names], fontsize=8)
+    ax.set_xlabel("severity")
+    clean = "" if clean_accuracy is None else f" (clean {100 * clean_accuracy:.1f}%)"
+    ax.set_title("Accuracy (%) under corruptions" + clean, fontsize=10)
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    return fig

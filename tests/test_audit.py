@@ -1,0 +1,149 @@
+"""The audit suite: its TOML configuration, resuming, verdicts, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import robustlens as rl
+from robustlens.cli import main
+from robustlens.errors import ParameterError
+from robustlens.evaluation.config import SuiteConfig
+from robustlens.evaluation.suite import run_suite, success_vs_queries
+
+SMALL = {
+    "data": {"attack_limit": 40},
+    "whitebox": {
+        "attacks": ["fgsm", "pgd"],
+        "steps": 5,
+        "min_norm": ["deepfool"],
+        "min_norm_limit": 20,
+        "eps_curve": [0.05, 0.1],
+        "gallery": 3,
+    },
+    "blackbox": {"images": 4, "queries": 200},
+    "explanations": {"images": 2, "samples": 200, "stability_seeds": 2},
+    "bias": {
+        "corruption_images": 60,
+        "severities": [1, 5],
+        "shape_stimuli": 60,
+        "superpixel_images": 4,
+        "ambiguous": 3,
+    },
+}
+
+
+def test_config_defaults_quick_and_overrides() -> None:
+    full, quick = SuiteConfig(), SuiteConfig.quick()
+    assert full.whitebox.eps == 0.1 and full.defenses.names == ()
+    assert quick.data.attack_limit < full.data.attack_limit
+    assert quick.blackbox.queries <= full.blackbox.queries
+    cfg = SuiteConfig.from_dict({"seed": 3, "defenses": {"names": ["jpeg"]}}, base=quick)
+    assert cfg.seed == 3 and cfg.defenses.names == ("jpeg",)
+    assert cfg.data == quick.data  # untouched sections keep the base's values
+    assert SuiteConfig.from_dict(cfg.to_dict()) == cfg  # round trip through the JSON form
+
+
+def test_config_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "suite.toml"
+    path.write_text(
+        'seed = 7\n[whitebox]\neps = 0.05\nattacks = ["pgd", "ensemble"]\n'
+        "eps_curve = [0.2, 0.1]\n[bias]\nseverities = [5, 1]\n"
+    )
+    cfg = SuiteConfig.from_toml(path)
+    assert (cfg.seed, cfg.whitebox.eps, cfg.whitebox.attacks) == (7, 0.05, ("pgd", "ensemble"))
+    assert cfg.whitebox.eps_curve == (0.1, 0.2) and cfg.bias.severities == (1, 5)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"whitebx": {}}, "unknown section 'whitebx'; did you mean 'whitebox'"),
+        ({"whitebox": {"epz": 0.1}}, r"\[whitebox\]: unknown key 'epz'; did you mean 'eps'"),
+        ({"whitebox": {"eps": -0.1}}, "'eps' must be a number > 0, got -0.1"),
+        ({"whitebox": {"attacks": ["pgdd"]}}, "unknown name 'pgdd'; did you mean 'pgd'"),
+        ({"whitebox": {"attacks": []}}, "'attacks' is empty"),
+        ({"blackbox": {"images": 2.5}}, "'images' must be an integer >= 0"),
+        ({"defenses": {"names": ["jpg"]}}, "did you mean 'jpeg'"),
+        ({"bias": {"severities": [0, 6]}}, "'severities' must be a list of 1..5"),
+        ({"bias": {"enabled": "yes"}}, "'enabled' must be true or false"),
+        ({"seed": "0"}, "'seed' must be an integer"),
+    ],
+)
+def test_config_errors(raw: dict, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        SuiteConfig.from_dict(raw)
+
+
+def test_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="does not exist"):
+        SuiteConfig.from_toml(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[whitebox\neps = 1")
+    with pytest.raises(ParameterError, match="not valid TOML"):
+        SuiteConfig.from_toml(bad)
+
+
+def test_success_vs_queries_counts_within_budget() -> None:
+    ds = rl.data.load("digits")[:6]
+    oracle = rl.blackbox.Oracle(rl.zoo.load("digits-cnn"), output="probs", budget=300)
+    res = rl.blackbox.NES(eps=0.3, max_queries=300)(oracle, ds.x, ds.y)
+    curve = success_vs_queries(res, 300, points=31)
+    rates = curve["success_rate"]
+    assert rates == sorted(rates) and rates[0] == 0.0
+    ok = res.success & res.attacked
+    within = int((ok & (res.queries <= 150)).sum()) / int(res.attacked.sum())
+    assert rates[15] == pytest.approx(within)
+
+
+def test_run_suite_resumes_finished_sections(tmp_path: Path) -> None:
+    model = rl.zoo.load("digits-cnn")
+    ds = rl.data.load("digits")[:120]
+    cfg = SuiteConfig.from_dict(
+        {**SMALL, "explanations": {"enabled": False}, "bias": {"enabled": False}}
+    )
+    messages: list[str] = []
+    first = run_suite(model, ds, cfg, out=tmp_path, log=messages.append)
+    assert set(first) == {"clean", "whitebox", "blackbox"}
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sections").iterdir()}
+    messages.clear()
+    again = run_suite(model, ds, cfg, out=tmp_path, resume=True, log=messages.append)
+    assert again == json.loads(json.dumps(first))
+    assert sum("reused" in m for m in messages) == 3
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sections").iterdir()}
+    # A changed setting reruns only the sections it touches.
+    changed = SuiteConfig.from_dict({"blackbox": {"queries": 100}}, base=cfg)
+    messages.clear()
+    run_suite(model, ds, changed, out=tmp_path, resume=True, log=messages.append)
+    assert sum("reused" in m for m in messages) == 2
+    assert any("settings changed" in m for m in messages)
+    # Without resume every section runs again.
+    messages.clear()
+    run_suite(model, ds, cfg, out=tmp_path, log=messages.append)
+    assert not any("reused" in m for m in messages)
+
+
+def test_audit_command_writes_report(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.toml"
+    lines = []
+    for name, table in SMALL.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    suite.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "audit"
+    argv = ["audit", "--model", "digits-cnn", "--config", str(suite), "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["whitebox"]["attacks"] == ["fgsm", "pgd"]
+    assert set(res["sections"]) == {"clean", "whitebox", "blackbox", "explanations", "bias"}
+    wb = res["sections"]["whitebox"]
+    assert wb["n"] == 40 and len(wb["gallery"]) == 3
+    curve = wb["accuracy_vs_l2_normalized"][0]
+    assert curve["accuracy"] == sorted(curve["accuracy"], reverse=True)
+    assert res["verdicts"] and all(v["level"] in ("ok", "warn", "bad") for v in res["verdicts"])
+    html = (out / "index.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "https://" not in html
+    for section in res["sections"]:
+        assert f'id="{section}"' in html
