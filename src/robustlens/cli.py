@@ -104,14 +104,17 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    print(f"{'name':<14} {'data':<14} {'test acc':>8} {'size':>8}  description")
+    wn = max(len("name"), *(len(r["name"]) for r in rows))
+    wd = max(len("data"), *(len(r["dataset"]) for r in rows))
+    print(f"{'name':<{wn}} {'data':<{wd}} {'test acc':>8} {'size':>8}  description")
     for r in rows:
         acc = r.get("test_accuracy")
         size = r["size_bytes"]
         acc_text = "-" if acc is None else f"{acc:.4f}"
         size_text = "missing" if size is None else f"{size / 1e6:.2f} MB"
         print(
-            f"{r['name']:<14} {r['dataset']:<14} {acc_text:>8} {size_text:>8}  {r['description']}"
+            f"{r['name']:<{wn}} {r['dataset']:<{wd}} {acc_text:>8} {size_text:>8}  "
+            f"{r['description']}"
         )
     return EXIT_OK
 
@@ -758,9 +761,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument(
         "--hide",
-        default="mean",
+        default="constant",
         choices=["mean", "constant", "blur"],
-        help="what replaces a switched-off superpixel (default: its mean colour)",
+        help="what replaces a switched-off superpixel (default: black, as the deletion metric "
+        "does; 'mean' is lime's choice, but a dark-background image stays recognisable under it)",
     )
     ex.add_argument(
         "--kernel",
@@ -770,9 +774,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument(
         "--output",
-        default="probs",
+        default="logits",
         choices=["probs", "logits", "log-probs"],
-        help="model output explained (default: probs; logits when probabilities saturate)",
+        help="model output explained (default: the target's logit, since a confident model's "
+        "probability saturates; 'probs' is lime's choice)",
     )
     ex.add_argument("--batch-size", type=_positive_int, default=256)
     ex.add_argument("--out", required=True, metavar="DIR", help="output folder")

@@ -201,7 +201,10 @@ class ExplainConfig(_Section):
 
 @dataclass(frozen=True)
 class BiasConfig(_Section):
-    """Corruptions, shape bias of the zoo's shape/texture models, superpixel statistics."""
+    """Corruptions (mCE against ``baseline``, a zoo name or checkpoint, when given), random vs
+    adversarial noise, ambiguous images, the class hierarchy (Fashion-MNIST), the shape bias
+    (of the model if it classifies the cue-conflict shapes, else of the zoo's shapes-cnn),
+    reliance on a planted ``cue``, and superpixel statistics over classes."""
 
     section: ClassVar[str] = "bias"
     enabled: bool = True
@@ -210,6 +213,9 @@ class BiasConfig(_Section):
     baseline: str = ""
     shape_bias: bool = True
     shape_stimuli: int = 500
+    #: A cue the model was trained with ("patch", "tint", "brightness", "background"): its
+    #: reliance on it is measured on cue-aligned vs cue-conflicting test images. "" skips it.
+    cue: str = ""
     superpixel_images: int = 30
     ambiguous: int = 12
 
@@ -223,6 +229,12 @@ class BiasConfig(_Section):
         ):
             raise _fail(self.section, f"'severities' must be a list of 1..5, got {sev!r}")
         object.__setattr__(self, "severities", tuple(sorted(set(sev))))
+        if self.cue not in ("", "patch", "tint", "brightness", "background"):
+            raise _fail(
+                self.section,
+                f"'cue' must be one of 'patch', 'tint', 'brightness', 'background' (or \"\"), "
+                f"got {self.cue!r}",
+            )
         if not isinstance(self.baseline, str):
             raise _fail(
                 self.section, f"'baseline' must be a zoo name or a path, got {self.baseline!r}"

@@ -543,6 +543,12 @@ def bias_section(
         for item in items:
             item["image"] = _image_list(ds.x[item["index"]])
         out["ambiguous"] = {"n": len(ds), "items": items}
+    if bc.shape_bias:
+        out.update(_shape_bias(model, ds, bc.shape_stimuli, seed, log))
+    if bc.cue:
+        log(f"reliance on a planted {bc.cue} cue")
+        rel = bias.cue_reliance(model, ds, kind=bc.cue, seed=seed)  # type: ignore[arg-type]
+        out["cue_reliance"] = {"kind": bc.cue, **rel.to_dict()}
     if ds.classes == bias.FASHION_MNIST.classes:
         pred = batched_logits(model, ds.x).argmax(1)
         names = bias.FASHION_MNIST.confusion(pred, ds.y, level=1)[1]
@@ -553,5 +559,32 @@ def bias_section(
             },
             "groups": names,
             "confusion": bias.FASHION_MNIST.confusion(pred, ds.y, level=1)[0].tolist(),
+        }
+    return out
+
+
+def _shape_bias(
+    model: nn.Module, ds: ImageDataset, n: int, seed: int, log: Log
+) -> dict[str, Any]:
+    """The Geirhos shape bias of ``model`` when it classifies the cue-conflict classes; otherwise
+    of the zoo's ``shapes-cnn``, trained on the aligned set, as a reference with a note."""
+    from robustlens.bias import shape_bias
+    from robustlens.data import cue_conflict
+    from robustlens.models.zoo import load
+
+    probe = cue_conflict(2, seed=seed)
+    c, h, _ = ds.shape
+    own = ds.classes == probe.classes
+    name = "audited model" if own else "shapes-cnn"
+    ref = model if own else load("shapes-cnn", ds.x.device)
+    size, channels = (h, c) if own else (32, 1)
+    log(f"shape bias of the {name} on {n} cue-conflict stimuli")
+    stimuli = cue_conflict(n, size=size, channels=channels, seed=seed, device=ds.x.device)
+    out: dict[str, Any] = {"shape_bias": {name: shape_bias(ref, stimuli).to_dict()}}
+    if not own:
+        out["shape_bias_note"] = {
+            "note": "the audited model does not classify the cue-conflict classes "
+            f"({', '.join(probe.classes)}), so the shape bias shown is that of the zoo's "
+            "shapes-cnn (trained on shapes whose texture agrees with the class), for reference"
         }
     return out
