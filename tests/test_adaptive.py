@@ -172,7 +172,7 @@ def test_minimum_norm_attacks_keep_their_success_test(model, digits) -> None:
 def test_ensemble_members_run_every_step_under_eot(model, digits) -> None:
     from robustlens.attacks.adaptive import Persist
 
-    ens = rl.attacks.Ensemble.standard(eps=0.05, steps=5)
+    ens = rl.attacks.Ensemble.standard(eps=0.05, steps=5, square_queries=50)
     crops = defend(model, CropRescale(fraction=0.75, crops=2))
     res = EOT(ens, samples=2)(crops, digits.x[:8], digits.y[:8])
     # APGD-CE ran all 5 steps on every attacked image (no stop at a lucky draw): >= 5 gradients

@@ -138,7 +138,7 @@ def test_standard_ensemble_at_least_as_strong_as_pgd() -> None:
     model = rl.zoo.load("fmnist-cnn")
     ds = rl.data.load("fashion-mnist").subset(100, seed=0)
     pgd = PGD(eps=0.03, steps=40)(model, ds.x, ds.y)
-    standard = Ensemble.standard(eps=0.03, steps=50)
+    standard = Ensemble.standard(eps=0.03, steps=50, square_queries=200)
     ens = standard(model, ds.x, ds.y)
     assert ens.robust_accuracy <= pgd.robust_accuracy
     assert standard.ball() == ("linf", 0.03)

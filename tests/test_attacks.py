@@ -22,6 +22,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "pgd": {"eps": 0.05, "steps": 5, "restarts": 2},
     "deepfool": {"steps": 10, "candidates": 4},
     "cw": {"steps": 20, "search_steps": 3, "lr": 0.05},
+    "square": {"eps": 0.1, "queries": 60},
 }
 N, C, H, W, K = 4, 3, 5, 7, 6
 

@@ -30,6 +30,7 @@ SMALL = {
         "severities": [1, 5],
         "shape_stimuli": 60,
         "superpixel_images": 4,
+        "superpixel_samples": 100,
         "ambiguous": 3,
     },
 }
@@ -143,6 +144,17 @@ def test_audit_command_writes_report(tmp_path: Path) -> None:
     curve = wb["accuracy_vs_l2_normalized"][0]
     assert curve["accuracy"] == sorted(curve["accuracy"], reverse=True)
     assert res["verdicts"] and all(v["level"] in ("ok", "warn", "bad") for v in res["verdicts"])
+    bias = res["sections"]["bias"]
+    assert {
+        "corruptions",
+        "random_vs_adversarial",
+        "ambiguous",
+        "shape_bias",
+        "superpixels",
+    } <= set(bias)
+    assert bias["corruptions"]["severities"] == [1, 5]
+    assert "shapes-cnn" in bias["shape_bias"] and "note" in bias["shape_bias_note"]
+    assert set(bias["superpixels"]["classes"]) == set(res["sections"]["clean"]["classes"])
     html = (out / "index.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "https://" not in html
     for section in res["sections"]:

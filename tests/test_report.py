@@ -1,8 +1,10 @@
 """The HTML report: self-contained, every section drawn, user strings escaped, numbers as given.
 
 The results are built with small real computations (the zoo's Fashion-MNIST model: clean accuracy,
-FGSM/PGD evaluation, DeepFool, a PGD gallery, NES through an oracle, LIME) where that is cheap, and
-as dicts where it is not (defense audits, biases). One class is renamed to a string of HTML.
+FGSM/PGD evaluation, DeepFool and Carlini-Wagner, a PGD gallery, NES through an oracle, LIME, random
+against adversarial noise, ambiguous images, the label hierarchy; the planted-cue model's cue
+reliance; shapes-cnn's shape bias) where that is cheap, and as dicts where it is not (defense audits,
+corruptions, superpixel statistics). One class is renamed to a string of HTML.
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ import torch
 from PIL import Image as PILImage
 
 import robustlens as rl
+from robustlens._runtime import batched_logits
 from robustlens.errors import ParameterError, RangeError, ShapeError
 from robustlens.report import build_page, render_html, write_report
 from robustlens.report.figures import (
+    bars_figure,
     confusion_figure,
+    curves_figure,
     figure_to_data_uri,
     gallery_figure,
     perturbation_image,
 )
+from robustlens.report.sections.bias import OVER_P, OVER_RATIO, over_represented
 from robustlens.report.sections.whitebox import L2_BUDGETS, accuracy_at
 from robustlens.report.verdicts import derive_verdicts
 
@@ -57,13 +63,94 @@ def _success_curve(res: Any, budget: int) -> dict[str, list[float]]:
     }
 
 
+CORNERS = ("top-left", "top-right", "bottom-right", "bottom-left")  # data/spurious.py: k % 4
+
+
+def _superpixels(ds: rl.data.ImageDataset) -> dict[str, Any]:
+    """SuperpixelStats.to_dict() of robustlens.bias.superpixels written out (LIME over whole
+    classes is too slow for this test): the planted patch's corner is over-represented in each
+    class, and the examples' top superpixels lie on the planted patch."""
+    picked = [0, 1, 4, 5]  # T-shirt/top, Trouser, the HTML class, Sandal
+    planted = rl.data.plant_cue(ds, "patch", 1.0, seed=0).dataset
+    classes: dict[str, Any] = {}
+    examples: dict[str, Any] = {}
+    for j, k in enumerate(picked):
+        name = ds.classes[k]
+        cells = {
+            c: {"class": 0.1, "others": 0.2, "all": 0.2, "ratio": 0.5, "p": 0.3}
+            for c in (*CORNERS, "centre")
+        }
+        cells[CORNERS[k % 4]] = {
+            "class": 0.6 - 0.05 * j,
+            "others": 0.12,
+            "all": 0.11,
+            "ratio": 5.0 - j,
+            "p": 1e-6,
+        }
+        attributes = {
+            "position": cells,
+            "brightness": {
+                "bright": {"class": 0.5, "others": 0.2, "all": 0.3, "ratio": 2.5, "p": 0.05},
+                "dark": {"class": 0.3, "others": 0.2, "all": 0.3, "ratio": 1.5, "p": 1e-4},
+            },  # bright: p too large; dark: ratio too small
+            "mask": {
+                "inside": {"class": 0.4, "others": 0.02, "all": 0.05, "ratio": 20.0, "p": 1e-5},
+                "outside": {"class": 0.6, "others": 0.98, "all": 0.95, "ratio": 0.6, "p": 1.0},
+            },
+        }
+        classes[name] = {
+            "n_images": 10 + j,
+            "n_top": 3 * (10 + j),
+            "attributes": attributes,
+            "mask_overlap": 0.4 + j / 10,
+        }
+        idx = torch.nonzero(ds.y == k).flatten()[:2]
+        patch = (planted.x[idx] != ds.x[idx]).any(1)
+        examples[name] = [
+            {"image": _images(planted.x[i]), "top": patch[n].int().tolist()}
+            for n, i in enumerate(idx.tolist())
+        ]
+    flags = [
+        f"class {name}: {100 * c['attributes']['position'][CORNERS[k % 4]]['class']:.0f}% of its "
+        f"top superpixels lie in the {CORNERS[k % 4]} cell vs 12% for other classes"
+        for k, (name, c) in zip(picked, classes.items(), strict=True)
+    ]
+    return {
+        "k": 3,
+        "images_per_class": 10,
+        "target": "label",
+        "min_ratio": 2.0,
+        "alpha": 0.01,
+        "classes": classes,
+        "flags": flags,
+        "examples": examples,
+    }
+
+
+def _over(sp: dict[str, Any]) -> list[list[str]]:
+    """The over-represented values of superpixel statistics ``sp`` as the report must list them."""
+    out = []
+    for name, c in sp["classes"].items():
+        found = []
+        for attr, values in c["attributes"].items():
+            for value, r in values.items():
+                if r["ratio"] >= sp["min_ratio"] and r["p"] < sp["alpha"]:
+                    row = [name, attr, value, *(pct(r[k]) for k in ("class", "others", "all"))]
+                    found.append(
+                        (r["p"], -r["ratio"], [*row, f"{r['ratio']:.3g}", f"{r['p']:.2g}"])
+                    )
+        out += [r for *_, r in sorted(found)]
+    return out
+
+
 @functools.cache
 def _full() -> dict[str, Any]:
     torch.manual_seed(0)
     base = rl.data.load("fashion-mnist", split="test")
     classes = list(base.classes)
     classes[4] = MALICIOUS  # "Coat"
-    ds = rl.data.ImageDataset(base.x[:300], base.y[:300], classes=classes, name="fashion-mnist")
+    big = rl.data.ImageDataset(base.x[:1000], base.y[:1000], classes=classes, name="fashion-mnist")
+    ds = big[:300]
     model = rl.zoo.load("fmnist-cnn")
     clean = rl.evaluation.clean_accuracy(model, ds).to_dict()
     sub = ds[:40]
@@ -72,6 +159,7 @@ def _full() -> dict[str, Any]:
         model, sub, [rl.attacks.FGSM(eps=eps), rl.attacks.PGD(eps=eps, steps=10)]
     )
     df = rl.attacks.DeepFool()(model, sub.x, sub.y)
+    cw = rl.attacks.CarliniWagner(steps=30, search_steps=3)(model, sub.x[:20], sub.y[:20])
     sweep = rl.evaluation.robust_accuracy_curve(
         rl.attacks.PGD(eps=eps, steps=10), model, sub.x, sub.y, [0.02, 0.05, 0.1]
     )
@@ -108,6 +196,22 @@ def _full() -> dict[str, Any]:
             insertion_auc=rl.explain.insertion_auc(model, exp),
         )
         items.append(d)
+    few = ["gaussian_noise", "defocus_blur", "contrast"]
+    base_corr = rl.bias.corruption_robustness(
+        rl.zoo.load("fmnist-cnn-adv"), sub, few, severities=(1, 3, 5)
+    )
+    corruptions = rl.bias.corruption_robustness(
+        model, sub, few, severities=(1, 3, 5), baseline=base_corr
+    )
+    rva = rl.bias.random_vs_adversarial(model, sub.x[:12], sub.y[:12], trials=5, seed=0)
+    amb = rl.bias.ambiguous(model, big, k=6).to_dict()
+    for item in amb:
+        item["image"] = _images(big.x[item["index"]])
+    pred = batched_logits(model, big.x).argmax(1)
+    hier = rl.bias.FASHION_MNIST
+    group_confusion, groups = hier.confusion(pred, big.y, level=1)
+    cue = rl.bias.cue_reliance(rl.zoo.load("fmnist-cnn-patch"), ds, "patch")
+    shapes = rl.bias.shape_bias(rl.zoo.load("shapes-cnn"), rl.data.cue_conflict(120, seed=0))
     audit = {
         "eps": eps,
         "norm": "linf",
@@ -164,9 +268,12 @@ def _full() -> dict[str, Any]:
                 "eps": eps,
                 "n": len(sub),
                 "evaluation": ev.to_dict(),
-                "min_norm": {df.attack: df.summary()},
+                "min_norm": {df.attack: df.summary(), cw.attack: cw.summary()},
                 "min_norm_n": len(sub),
-                "accuracy_vs_l2_normalized": [rl.evaluation.accuracy_vs_distance(df).to_dict()],
+                "accuracy_vs_l2_normalized": [
+                    rl.evaluation.accuracy_vs_distance(df).to_dict(),
+                    rl.evaluation.accuracy_vs_distance(cw).to_dict(),
+                ],
                 "pgd_accuracy_vs_eps": sweep.to_dict(),
                 "gallery": gallery,
                 "seconds": 3.0,
@@ -189,36 +296,25 @@ def _full() -> dict[str, Any]:
             "defenses": {"JPEG(quality=75)": audit, "Blur(size=3)": blur},
             "explanations": {"samples": 150, "K": 4, "items": items, "stability": 0.71},
             "bias": {
-                "shape_bias": {
-                    "fmnist-cnn": {
-                        "score": 0.31,
-                        "shape_fraction": 0.2,
-                        "texture_fraction": 0.45,
-                        "n": 120,
-                    },
-                    "shape-cnn": {
-                        "score": 0.78,
-                        "shape_fraction": 0.5,
-                        "texture_fraction": 0.14,
-                        "n": 120,
-                    },
+                "shape_bias": {"shapes-cnn": shapes.to_dict()},
+                "shape_bias_note": {
+                    "note": "fmnist-cnn's classes are not the cue-conflict classes: the shape "
+                    "bias shown is that of the zoo's shapes-cnn, for reference."
                 },
-                "corruptions": {
-                    "clean_accuracy": 0.9,
-                    "accuracy": {
-                        "gaussian_noise": [0.85, 0.7, 0.5, 0.3, 0.2],
-                        "blur": [0.88, 0.8, 0.66, 0.5, 0.41],
-                        "contrast": [0.9, 0.89, 0.8, 0.6, None],
+                "corruptions": {**corruptions.to_dict(), "baseline": "fmnist-cnn-adv"},
+                "random_vs_adversarial": {**rva.to_dict(), "n": 12},
+                "ambiguous": {"n": len(big), "items": amb},
+                "hierarchy": {
+                    "levels": {
+                        "classes": hier.accuracy(pred, big.y),
+                        "groups": hier.accuracy(pred, big.y, level=1),
                     },
-                    "ce": {"gaussian_noise": 1.1, "blur": 0.9, "contrast": 0.7},
-                    "mce": 0.9,
-                    "baseline": "digits-cnn",
+                    "groups": groups,
+                    "confusion": group_confusion.tolist(),
                 },
-                "cue_reliance": {
-                    "cue": "corner patch",
-                    "accuracy_with_cue": 0.99,
-                    "accuracy_flipped": 0.2,
-                },
+                "cue_reliance": {**cue.to_dict(), "model": "fmnist-cnn-patch"},
+                "superpixels": _superpixels(ds),
+                "dataset_bias": {"name_that_dataset": 0.83, "chance": 0.5},
             },
             "calibration": {
                 "ece": 0.0412,
@@ -295,6 +391,14 @@ def rows(doc: str) -> list[list[str]]:
     return [r for t in parse(doc).tables for r in t]
 
 
+def table(doc: str, *header: str) -> list[list[str]]:
+    """The body rows of the first table whose header row starts with ``header``."""
+    for t in parse(doc).tables:
+        if t and t[0][: len(header)] == list(header):
+            return t[1:]
+    raise AssertionError(f"no table with the header {header}")
+
+
 def section(doc: str, sid: str) -> str:
     """The HTML of the section with id ``sid``."""
     start = doc.index(f'<section id="{sid}">')
@@ -346,6 +450,13 @@ def test_every_section_has_a_stable_id_and_a_contents_link(page: str) -> None:
         "defenses-jpeg-quality-75",
         "defenses-blur-size-3",
         "bias-shape",
+        "bias-corruptions",
+        "bias-random-vs-adversarial",
+        "bias-cue-reliance",
+        "bias-superpixels",
+        "bias-ambiguous",
+        "bias-hierarchy",
+        "bias-dataset-bias",
     ):
         assert anchor in ids
 
@@ -399,10 +510,15 @@ def test_whitebox_tables_match_the_input(page: str) -> None:
         assert by_name[name][1] == pct(r["robust_accuracy"])
         assert by_name[name][2] == pct(r["success_rate"])
     assert by_name["worst case over all"][1] == pct(ev["robust_accuracy"])
-    curve = wb["accuracy_vs_l2_normalized"][0]
-    b, a = np.array(curve["budgets"]), np.array(curve["accuracy"])
-    expected = [pct(a[np.searchsorted(b, t, side="right") - 1]) for t in L2_BUDGETS]
-    assert by_name[curve["label"]][1:] == expected
+    curves = wb["accuracy_vs_l2_normalized"]
+    assert [c["label"] for c in curves] == [
+        "DeepFool",
+        "CarliniWagner(steps=30, search_steps=3)",
+    ]
+    for curve in curves:  # every minimum-norm attack read off at the budgets
+        b, a = np.array(curve["budgets"]), np.array(curve["accuracy"])
+        expected = [pct(a[np.searchsorted(b, t, side="right") - 1]) for t in L2_BUDGETS]
+        assert by_name[curve["label"]][1:] == expected
     sweep = wb["pgd_accuracy_vs_eps"]
     pts = [r[1:] for r in rows(part) if r and r[0] == sweep["label"] and len(r) == 3]
     assert pts == [
@@ -432,14 +548,29 @@ def test_other_sections_match_the_input(page: str) -> None:
     assert [r[:2] for r in checks[:2]] == [["gradients", "FAIL"], ["reaches chance", "pass"]]
     assert '<td class="bad">FAIL</td>' in page and '<td class="ok">pass</td>' in page
     corr = s["bias"]["corruptions"]
-    by_name = {r[0]: r for r in rows(section(page, "bias")) if r}
-    for name, accs in corr["accuracy"].items():
-        row = by_name[name]
-        assert row[1:6] == [pct(a) if a is not None else "-" for a in accs]
-        known = [a for a in accs if a is not None]
-        assert row[6] == pct(sum(known) / len(known))
-        assert row[7] == f"{corr['ce'][name]:.3g}"
-    assert by_name["fmnist-cnn"][1:5] == ["0.310", "20.0%", "45.0%", "120"]
+    part = section(page, "bias")
+    got = table(part, "corruption", "severity 1", "severity 3", "severity 5", "mean")
+    assert [r[0] for r in got] == ["gaussian_noise", "defocus_blur", "contrast"]
+    for row, (name, accs) in zip(got, corr["accuracy"].items(), strict=True):
+        assert row[1:4] == [pct(a) for a in accs]
+        assert row[4] == pct(corr["corruption_accuracy"][name])
+        assert row[5] == f"{corr['ce'][name]:.3g}" and row[6] == f"{corr['relative_ce'][name]:.3g}"
+    assert (  # CE on Hendrycks' scale: 100 = the baseline's errors
+        f"mean corruption error (mCE) {corr['mce']:.3g}; relative mCE "
+        f"{corr['relative_mce']:.3g}; both relative to the baseline fmnist-cnn-adv (clean "
+        f"accuracy {pct(corr['baseline_clean_accuracy'])}): 100 means" in part
+    )
+    assert "bias.corruptions" not in part  # every key of CorruptionResult.to_dict() has its place
+    shapes = s["bias"]["shape_bias"]["shapes-cnn"]
+    (row,) = table(part, "model", "shape bias")
+    assert row == [
+        "shapes-cnn",
+        f"{shapes['score']:.3f}",
+        pct(shapes["shape_fraction"]),
+        pct(shapes["texture_fraction"]),
+        pct(shapes["other_fraction"]),
+        "120",
+    ]
     items = s["explanations"]["items"]
     by_name = {r[0]: r for r in rows(section(page, "explanations")) if r}
     for i, item in enumerate(items):
@@ -450,6 +581,218 @@ def test_other_sections_match_the_input(page: str) -> None:
         top = sorted(range(len(item["weights"])), key=lambda j: -item["weights"][j])[:4]
         assert row[9].startswith(f"{top[0]} (")
         assert row[10] == str(len(item["warnings"]))
+
+
+def test_bias_subsections_are_drawn_and_leave_nothing_to_the_fallback(page: str) -> None:
+    part = section(page, "bias")
+    imgs = [a for t, a in parse(part).tags if t == "img"]
+    # shape bias, corruptions, noise, planted cue, superpixel examples, ambiguous, hierarchy
+    assert [a["alt"] for a in imgs] == [
+        "shape bias per model",
+        "accuracy per corruption and severity",
+        "accuracy: clean, random noise, adversarial noise of the same norm",
+        "accuracy with the cue aligned and conflicting",
+        "examples per class with their top superpixels outlined",
+        "ambiguous images 1 to 6",
+        "confusion matrix among groups",
+    ]
+    assert "Other results" not in part  # every known key has its own renderer
+    assert ["Name that dataset", "0.83"] in rows(part)  # an unknown key: the fallback, headed
+    assert '<h3 id="bias-dataset-bias">Dataset bias</h3>' in part
+
+
+def test_shape_bias_per_class_and_note(page: str) -> None:
+    bias = full_results()["sections"]["bias"]
+    part = section(page, "bias")
+    per_class = bias["shape_bias"]["shapes-cnn"]["per_class"]
+    got = table(part, "shape class", "shape bias")
+    assert got == [
+        [
+            name,
+            f"{c['score']:.3f}",
+            pct(c["shape_fraction"]),
+            pct(c["texture_fraction"]),
+            str(c["n"]),
+        ]
+        for name, c in per_class.items()
+    ]
+    note = bias["shape_bias_note"]["note"]
+    assert "Note: " + note in "".join(parse(part).text)
+    assert '<p class="warn">Note: fmnist-cnn&#39;s classes' in part
+
+
+def test_random_vs_adversarial_table(page: str) -> None:
+    rva = full_results()["sections"]["bias"]["random_vs_adversarial"]
+    part = section(page, "bias")
+    assert table(part, "noise", "accuracy") == [
+        ["none (clean images)", pct(rva["clean_accuracy"]), "-"],
+        ["random, same L2 norm", pct(rva["random_accuracy"]), f"{rva['median_random_norm']:.4g}"],
+        [
+            "adversarial (DeepFool)",
+            pct(rva["adversarial_accuracy"]),
+            f"{rva['median_adversarial_norm']:.4g}",
+        ],
+    ]
+    # Real numbers: DeepFool fools every image; random noise of the same norm almost none.
+    assert rva["adversarial_accuracy"] == 0.0 and rva["random_accuracy"] >= 0.9
+    assert rva["median_random_norm"] == pytest.approx(rva["median_adversarial_norm"], rel=1e-3)
+    assert '<p class="ok">The adversarial noise is not random' in part
+    same = render_html(
+        {"sections": {"bias": {"random_vs_adversarial": {**rva, "random_accuracy": 0.1}}}}
+    )
+    assert '<p class="warn">Random noise of this size costs nearly as much' in same
+
+
+def test_cue_reliance_table(page: str) -> None:
+    cue = full_results()["sections"]["bias"]["cue_reliance"]
+    assert cue["gap"] == pytest.approx(cue["aligned_accuracy"] - cue["conflicting_accuracy"])
+    part = section(page, "bias")
+    assert table(part, "model", "cue", "images") == [
+        [
+            "fmnist-cnn-patch",
+            "patch",
+            "300",
+            pct(cue["clean_accuracy"]),
+            pct(cue["aligned_accuracy"]),
+            pct(cue["conflicting_accuracy"]),
+            f"{cue['gap']:.3g}",
+            pct(cue["cue_following"]),
+        ]
+    ]
+    # Several models at once: one row and one group of bars each.
+    two = {"a": {**cue, "gap": 0.02}, "b": {k: v for k, v in cue.items() if k != "gap"}}
+    doc = render_html({"sections": {"bias": {"cue_reliance": two}}})
+    got = table(doc, "model", "cue", "images")
+    assert [r[0] for r in got] == ["a", "b"]
+    assert got[0][6] == "0.02" and got[1][6] == f"{cue['gap']:.3g}"  # b: aligned - conflicting
+
+
+def test_superpixel_flags_and_over_represented_values(page: str) -> None:
+    sp = full_results()["sections"]["bias"]["superpixels"]
+    part = section(page, "bias")
+    for flag in sp["flags"]:
+        assert f'<li class="warn">{html.escape(flag, quote=False)}</li>' in part
+    got = table(part, "class", "attribute", "value")
+    assert got == _over(sp)
+    assert [
+        r[1:3] for r in got
+    ] == [  # most significant first (by p): the cue corner, then the mask
+        x for k in (0, 1, 4, 5) for x in (["position", CORNERS[k % 4]], ["mask", "inside"])
+    ]
+    assert not any(r[2] in ("bright", "dark") for r in got)  # p too large; ratio too small
+    per_class = table(part, "class", "images", "top superpixels")
+    assert per_class == [
+        [name, str(c["n_images"]), str(c["n_top"]), pct(c["mask_overlap"]), "2"]
+        for name, c in sp["classes"].items()
+    ]
+    # The rule is the one the results carry: a looser alpha lets 'bright' (p = 0.05) in.
+    loose = {**sp, "alpha": 0.1}
+    doc = render_html({"sections": {"bias": {"superpixels": loose}}})
+    assert table(doc, "class", "attribute", "value") == _over(loose)
+    assert sum(r[2] == "bright" for r in _over(loose)) == 4
+    assert "ratio &gt;= 2 and p &lt; 0.1" in doc
+
+
+def test_real_superpixel_statistics_are_rendered() -> None:
+    stats = pytest.importorskip("robustlens.bias.superpixels")
+    planted = rl.data.plant_cue(rl.data.load("fashion-mnist", split="test")[:300], "patch", 1.0)
+    res = stats.superpixel_statistics(
+        rl.zoo.load("fmnist-cnn-patch"),
+        planted.dataset,
+        classes=[0, 1],
+        images_per_class=8,
+        lime=rl.explain.Lime(samples=100, K=5, seed=0),
+        mask=stats.patch_mask(planted),
+    )
+    sp = json.loads(json.dumps(res.to_dict()))
+    doc = render_html({"sections": {"bias": {"superpixels": sp}}})
+    assert "Other results" not in doc  # every key of the real schema has its place
+    assert table(doc, "class", "images", "top superpixels") == [
+        [name, str(c["n_images"]), str(c["n_top"]), pct(c["mask_overlap"]), str(n)]
+        for (name, c), n in zip(
+            sp["classes"].items(),
+            [sum(r[0] == name for r in _over(sp)) for name in sp["classes"]],
+            strict=True,
+        )
+    ]
+    # The report's table lists exactly what the producer flagged (the same rule, read from sp).
+    assert len(_over(sp)) == len(sp["flags"])
+    if sp["flags"]:
+        assert table(doc, "class", "attribute", "value") == _over(sp)
+        (verdict,) = derive_verdicts({"bias": {"superpixels": sp}})
+        assert verdict.level == "warn" and f"flag {len(sp['flags'])} " in verdict.text
+    assert doc.count("<img ") == 1  # the examples
+
+
+def test_ambiguous_images_table(page: str) -> None:
+    amb = full_results()["sections"]["bias"]["ambiguous"]
+    part = section(page, "bias")
+    got = table(part, "image", "top class")
+    assert got == [
+        [
+            str(it["index"]),
+            it["classes"][0],
+            pct(it["probs"][0]),
+            it["classes"][1],
+            pct(it["probs"][1]),
+            it["label"],
+            "yes" if it["label"] in it["classes"] else "no",
+        ]
+        for it in amb["items"]
+    ]
+    hits = sum(it["label"] in it["classes"] for it in amb["items"])
+    assert f"the true label is one of the two for {hits} of them" in part
+    assert f"The {len(amb['items'])} images of the 1000 test images" in part
+
+
+def test_hierarchy_tables(page: str) -> None:
+    h = full_results()["sections"]["bias"]["hierarchy"]
+    part = section(page, "bias")
+    ac, ag = h["levels"]["classes"], h["levels"]["groups"]
+    assert table(part, "level", "accuracy") == [
+        ["Classes", pct(ac), pct(1 - ac)],
+        ["Groups", pct(ag), pct(1 - ag)],
+    ]
+    m = np.array(h["confusion"])
+    assert ag == pytest.approx(np.trace(m) / m.sum())  # the counts agree with the accuracy
+    share = (ag - ac) / (1 - ac)
+    assert f"{pct(share)} of the mistakes confuse two classes of one group" in part
+    got = table(part, "true group", "images")
+    assert [r[0] for r in got] == h["groups"] == ["tops", "bottoms", "footwear", "bags"]
+    for i, r in enumerate(got):
+        assert [int(v) for v in r[4:]] == h["confusion"][i]
+        assert r[1] == str(int(m[i].sum())) and r[2] == pct(m[i, i] / m[i].sum())
+
+
+def test_min_norm_curves_share_one_axis() -> None:
+    curves = full_results()["sections"]["whitebox"]["accuracy_vs_l2_normalized"]
+    fig = curves_figure(curves, xlabel="d", title="t", step=True)
+    (ax,) = fig.axes
+    assert len(ax.lines) == len(curves) == 2
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [c["label"] for c in curves]
+
+
+def test_bars_figure_draws_the_given_fractions() -> None:
+    fig = bars_figure({"DeepFool": {"clean": 0.9, "random": 0.85, "adv": 0.0}}, title="t")
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["clean", "random", "adv"]
+    assert [round(b.get_height(), 6) for b in ax.patches] == [90.0, 85.0, 0.0]
+    assert ax.get_title() == "t: DeepFool" and ax.get_legend() is None
+    fig = bars_figure({"a": {"x": 0.5, "y": None}, "b": {"x": 0.25, "y": 1.0}}, title="t")
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    assert [round(b.get_height(), 6) for b in ax.patches] == [50.0, 25.0, 100.0]  # None: no bar
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["x", "y"]
+
+
+def test_over_represented_follows_the_documented_rule() -> None:
+    def over(ratio: float | None, p: float, share: float = 0.5, others: float = 0.1) -> bool:
+        return over_represented({"class": share, "others": others, "ratio": ratio, "p": p})
+
+    assert (OVER_RATIO, OVER_P) == (2.0, 0.01)
+    assert over(2.0, 0.0099) and not over(1.99, 1e-9) and not over(5.0, 0.01)
+    assert over(None, 1e-3, others=0.0)  # never among the other classes: an infinite ratio
+    assert not over(None, 1e-3, others=0.1) and not over(None, 1e-3, share=0.0, others=0.0)
 
 
 def test_unknown_section_is_rendered_by_the_fallback(page: str) -> None:
@@ -489,8 +832,35 @@ def test_derived_verdicts_summarise_the_sections(page: str) -> None:
     ev = full_results()["sections"]["whitebox"]["evaluation"]
     assert f"accuracy falls to {pct(ev['robust_accuracy'])}" in texts
     assert levels["JPEG(quality=75):"] == "bad" and levels["Blur(size=3):"] == "ok"
-    assert levels["fmnist-cnn"] == "warn" and levels["shape-cnn"] == "ok"
     assert '<li class="bad"><span class="mark">bad</span>' in page
+    bias = full_results()["sections"]["bias"]
+    by_text = {v.text: v.level for v in verdicts}
+    shapes = bias["shape_bias"]["shapes-cnn"]["score"]
+    assert (  # measured on a reference model: said so, and not graded as the audited model
+        by_text[
+            f"For reference, not the audited model: shapes-cnn has a shape bias of {shapes:.2f}: "
+            "it decides mostly by shape (people: about 0.96)."
+        ]
+        == "ok"
+    )
+    rva = bias["random_vs_adversarial"]
+    said = (
+        "Adversarial noise is not random: random noise of the same L2 norm as the DeepFool "
+        f"perturbations leaves {pct(rva['random_accuracy'])} accuracy, the adversarial noise "
+        f"{pct(rva['adversarial_accuracy'])}."
+    )
+    assert by_text[said] == "ok"
+    cue = bias["cue_reliance"]
+    assert cue["gap"] > 0.1  # fmnist-cnn-patch follows its cue: a warning
+    assert levels["fmnist-cnn-patch"] == "warn"
+    assert "fmnist-cnn-patch follows a planted patch cue" in texts
+    assert by_text[next(t for t in by_text if t.startswith("Superpixel statistics flag 4 "))] == (
+        "warn"
+    )
+    ac, ag = bias["hierarchy"]["levels"]["classes"], bias["hierarchy"]["levels"]["groups"]
+    share = (ag - ac) / (1 - ac)
+    assert share > 0.5  # fmnist-cnn's mistakes are mostly between similar classes
+    assert levels[pct(share)] == "ok"
 
 
 def test_robust_verdict_levels_follow_the_documented_rule() -> None:
@@ -509,6 +879,77 @@ def test_robust_verdict_levels_follow_the_documented_rule() -> None:
         "warn",
         "bad",
     ]
+
+
+def test_bias_verdicts_follow_the_documented_rules() -> None:
+    def verdicts(bias: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(v.level, v.text) for v in derive_verdicts({"bias": bias})]
+
+    shape = {"cnn": {"score": 0.31}}
+    assert verdicts({"shape_bias": shape})[0][0] == "warn"
+    level, said = verdicts({"shape_bias": shape, "shape_bias_note": "other classes"})[0]
+    assert level == "ok" and said.startswith("For reference, not the audited model: cnn has")
+
+    def rva(clean: float, rand: float, adv: float) -> tuple[str, str]:
+        noise = {"attack": "DeepFool", "norm": "l2", "clean_accuracy": clean}
+        (v,) = verdicts(
+            {
+                "random_vs_adversarial": {
+                    **noise,
+                    "random_accuracy": rand,
+                    "adversarial_accuracy": adv,
+                }
+            }
+        )
+        return v
+
+    assert rva(0.9, 0.88, 0.0) == (
+        "ok",
+        "Adversarial noise is not random: random noise of the same L2 norm as the DeepFool "
+        "perturbations leaves 88.0% accuracy, the adversarial noise 0.0%.",
+    )
+    assert rva(0.9, 0.88, 0.7)[0] == "ok" and rva(0.9, 0.88, 0.7)[1].startswith("Random noise")
+    assert rva(0.9, 0.7, 0.0) == (
+        "warn",
+        "Random noise of the same L2 norm as the DeepFool perturbations already lowers accuracy "
+        "from 90.0% to 70.0% (adversarial noise: 0.0%): the model is fragile to noise of that "
+        "size.",
+    )
+
+    def cue(aligned: float, conflicting: float) -> str:
+        row = {"kind": "patch", "aligned_accuracy": aligned, "conflicting_accuracy": conflicting}
+        ((level, _),) = verdicts({"cue_reliance": row})
+        return level
+
+    assert [cue(0.95, 0.9), cue(0.95, 0.84), cue(0.99, 0.2)] == ["ok", "warn", "warn"]
+    row = {"kind": "patch", "aligned_accuracy": 0.99, "conflicting_accuracy": 0.8, "gap": 0.19}
+    assert verdicts({"cue_reliance": row})[0][1] == (
+        "The audited model follows a planted patch cue: accuracy 99.0% with the cue naming the "
+        "true class, 80.0% with it naming another (gap 0.19)."
+    )
+
+    assert verdicts({"superpixels": {"flags": []}})[0][0] == "ok"
+    assert verdicts({"superpixels": {"flags": ["a", "b"]}}) == [
+        (
+            "warn",
+            "Superpixel statistics flag 2 over-represented attribute values among the top LIME "
+            "superpixels (first: a): check that the model looks at the object and not at a "
+            "spurious context.",
+        )
+    ]
+    assert verdicts({"superpixels": {"classes": {}}}) == []  # no flags computed: nothing to say
+
+    def hierarchy(classes: float, groups: float) -> list[tuple[str, str]]:
+        return verdicts({"hierarchy": {"levels": {"classes": classes, "groups": groups}}})
+
+    assert hierarchy(0.8, 0.85) == [
+        (
+            "warn",
+            "25.0% of the mistakes stay within a group of similar classes (accuracy 80.0% over "
+            "classes, 85.0% over groups): most confuse dissimilar classes.",
+        )
+    ]
+    assert hierarchy(0.8, 0.9)[0][0] == "ok" and hierarchy(1.0, 1.0) == []
 
 
 def test_given_verdicts_are_shown_as_given() -> None:
@@ -542,6 +983,31 @@ def test_bad_inputs_give_clear_errors() -> None:
         gallery_figure([{"x": np.zeros((2, 3, 3)).tolist(), "x_adv": np.zeros((2, 3, 3)).tolist()}])
     with pytest.raises(ParameterError, match="must be a curve"):
         render_html({"sections": {"whitebox": {"pgd_accuracy_vs_eps": 3}}})
+
+
+def test_bad_bias_inputs_give_clear_errors() -> None:
+    def bias(value: dict[str, Any]) -> str:
+        return render_html({"sections": {"bias": value}})
+
+    item = {"index": 0, "classes": ["Shirt"], "probs": [0.5], "label": "Shirt"}
+    with pytest.raises(ParameterError, match=r"ambiguous.items\[0\] needs 'classes'"):
+        bias({"ambiguous": {"items": [item]}})
+    with pytest.raises(ParameterError, match=r"ambiguous.items must be a list of objects"):
+        bias({"ambiguous": {"items": "x"}})
+    conf = {"levels": {"classes": 0.9}, "groups": ["a", "b"], "confusion": [[1, 2, 3]]}
+    with pytest.raises(ShapeError, match=r"confusion must be \(2, 2\) for the 2 groups"):
+        bias({"hierarchy": conf})
+    example = {"image": np.zeros((1, 4, 4)).tolist(), "top": np.zeros((3, 4)).tolist()}
+    with pytest.raises(ShapeError, match=r"'top' must be a 0/1 mask \(H, W\) = \(4, 4\)"):
+        bias({"superpixels": {"examples": {"Bag": [example]}}})
+    with pytest.raises(ParameterError, match="flags must be a list of strings"):
+        bias({"superpixels": {"flags": "many"}})
+    with pytest.raises(ParameterError, match=r"attributes\['position'\] must map values"):
+        bias({"superpixels": {"classes": {"Bag": {"attributes": {"position": 3}}}}})
+    with pytest.raises(ParameterError, match="must be one CueReliance.to_dict"):
+        bias({"cue_reliance": {"a": 0.5}})
+    with pytest.raises(ParameterError, match="shape_bias_note must be"):
+        bias({"shape_bias_note": 3})
 
 
 def test_empty_results_still_give_a_page() -> None:

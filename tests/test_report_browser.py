@@ -1,7 +1,8 @@
 """The report in a real browser: headless Chromium through Selenium and Debian's chromedriver.
 
-The page (every section, one class name made of HTML) must load with no console error, show every
-section, load every image, render the HTML class name as text and open no alert. A screenshot of
+The page (every section, every subsection of the bias section, one class name made of HTML) must
+load with no console error, show every section, load every image, render the HTML class name as
+text and open no alert. A screenshot of
 the whole page is kept at ``tests/artifacts/report.png``.
 """
 
@@ -63,13 +64,24 @@ def test_report_renders_in_chromium(driver: webdriver.Chrome, tmp_path: Path) ->
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
 
-    for sid in (*SECTIONS, "verdicts", "notes", "meta", "contents"):
+    bias_parts = ("shape", "corruptions", "random-vs-adversarial", "cue-reliance", "superpixels")
+    bias_parts += ("ambiguous", "hierarchy")
+    for sid in (
+        *SECTIONS,
+        "verdicts",
+        "notes",
+        "meta",
+        "contents",
+        *(f"bias-{b}" for b in bias_parts),
+    ):
         el = driver.find_element(By.ID, sid)
         assert el.is_displayed(), sid
-        assert el.size["height"] > 20, sid
+        assert el.size["height"] > (20 if not sid.startswith("bias-") else 10), sid
 
     images = driver.find_elements(By.TAG_NAME, "img")
-    assert len(images) >= 10
+    assert len(images) == index.read_text(encoding="utf-8").count("<img ") >= 17
+    bias_images = driver.find_elements(By.CSS_SELECTOR, "#bias img")
+    assert len(bias_images) == 7  # shape, corruptions, noise, cue, superpixels, ambiguous, groups
     for img in images:
         assert img.get_property("complete") is True
         assert int(img.get_property("naturalWidth")) > 50, img.get_attribute("alt")

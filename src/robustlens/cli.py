@@ -711,7 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ensemble-steps",
         type=int,
         default=100,
-        help="steps of the APGD ensemble run on the survivors (0: skip; default: 100)",
+        help="steps of APGD-CE and APGD-T in the ensemble run on the survivors, whose Square "
+        "attack gets 50x as many queries (0: skip; default: 100)",
     )
     ad.add_argument(
         "--blackbox-images", type=_positive_int, default=100, help="images NES attacks (100)"

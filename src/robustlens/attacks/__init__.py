@@ -6,7 +6,7 @@ wrappers BPDA and EOT; the universal adversarial patch and random transformation
 Example:
     >>> import robustlens as rl
     >>> rl.attacks.names()
-    ['apgd', 'cw', 'deepfool', 'ensemble', 'fgsm', 'ifgsm', 'pgd']
+    ['apgd', 'cw', 'deepfool', 'ensemble', 'fgsm', 'ifgsm', 'pgd', 'square']
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from robustlens.attacks.deepfool import DeepFool
 from robustlens.attacks.ensemble import Ensemble
 from robustlens.attacks.gradient import FGSM, IFGSM, PGD
 from robustlens.attacks.patch import Patch, PatchResult, apply_patch
+from robustlens.attacks.square import Square
 from robustlens.attacks.transforms import RandomTransform, transformed_success
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "PatchResult",
     "RandomTransform",
     "Run",
+    "Square",
     "StraightThrough",
     "adaptive",
     "apply_patch",

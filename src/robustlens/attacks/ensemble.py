@@ -7,7 +7,9 @@ every member failed; each member's contribution (the images it fooled first) is 
 
 ``Ensemble.standard(eps)`` is the parameter-free default in the spirit of AutoAttack (Croce and Hein
 2020): APGD with cross-entropy, then APGD-T with the targeted DLR loss over the 9 most likely other
-classes. No step size or schedule to tune, which is what makes it a reliable default.
+classes, then the Square attack (Andriushchenko et al. 2020), a score-based random search that needs
+no gradient and so still works where gradients are masked. No step size or schedule to tune, which
+is what makes it a reliable default.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from robustlens.attacks._steps import Norm
 from robustlens.attacks.adaptive import Persist, Persistent
 from robustlens.attacks.apgd import APGD
 from robustlens.attacks.base import ATTACKS, Attack, Run
+from robustlens.attacks.square import Square
 from robustlens.errors import ParameterError
 
 __all__ = ["Ensemble"]
@@ -34,7 +37,7 @@ class Ensemble(Attack):
     Example:
         >>> import robustlens as rl
         >>> ds = rl.data.load("digits")[:32]
-        >>> ens = Ensemble.standard(eps=0.1, steps=20)
+        >>> ens = Ensemble.standard(eps=0.1, steps=20, square_queries=500)
         >>> res = ens(rl.zoo.load("digits-cnn"), ds.x, ds.y)
         >>> sum(res.details["contribution"].values()) == int(res.success.sum())
         True
@@ -51,16 +54,37 @@ class Ensemble(Attack):
 
     @classmethod
     def standard(
-        cls, eps: float, *, norm: Norm = "linf", steps: int = 100, seed: int = 0
+        cls,
+        eps: float,
+        *,
+        norm: Norm = "linf",
+        steps: int = 100,
+        seed: int = 0,
+        square_queries: int = 5000,
     ) -> Ensemble:
-        """APGD-CE, then APGD-T (targeted DLR, 9 target classes), at budget ``eps``."""
-        return cls(
-            attacks=(
-                APGD(eps=eps, norm=norm, steps=steps, loss="ce", seed=seed),
-                APGD(eps=eps, norm=norm, steps=steps, loss="dlr", targets=9, seed=seed),
-            ),
-            seed=seed,
+        """APGD-CE, then APGD-T (targeted DLR, 9 target classes), then Square with
+        ``square_queries`` queries (0 leaves it out), at budget ``eps``.
+
+        Example:
+            >>> [a.name for a in Ensemble.standard(eps=0.1, square_queries=1000).attacks]
+            ['APGD(eps=0.1)', 'APGD(eps=0.1, loss=dlr, targets=9)', 'Square(eps=0.1, queries=1000)']
+        """
+        if (
+            not isinstance(square_queries, int)
+            or isinstance(square_queries, bool)
+            or square_queries < 0
+        ):
+            raise ParameterError(
+                "Ensemble.standard: 'square_queries' must be an int >= 0 (0 leaves the Square "
+                f"attack out), got {square_queries!r}"
+            )
+        attacks: tuple[Attack, ...] = (
+            APGD(eps=eps, norm=norm, steps=steps, loss="ce", seed=seed),
+            APGD(eps=eps, norm=norm, steps=steps, loss="dlr", targets=9, seed=seed),
         )
+        if square_queries:
+            attacks += (Square(eps=eps, norm=norm, queries=square_queries, seed=seed),)
+        return cls(attacks=attacks, seed=seed)
 
     @property
     def name(self) -> str:
@@ -109,8 +133,9 @@ class Ensemble(Attack):
 
 
 def _budget(attack: Attack) -> int:
-    """Iterations an attack may spend, for numbering steps across members."""
-    steps = int(getattr(attack, "steps", 1))
+    """Iterations an attack may spend, for numbering steps across members (a query-based
+    attack such as Square: its queries)."""
+    steps = int(getattr(attack, "steps", getattr(attack, "queries", 1)))
     return (
         steps
         * int(getattr(attack, "restarts", 1))

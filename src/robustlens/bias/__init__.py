@@ -31,6 +31,13 @@ from robustlens.bias.labels import (
 )
 from robustlens.bias.shape import ShapeBias, shape_bias, shape_bias_from_decisions
 from robustlens.bias.spurious import CueReliance, cue_reliance
+from robustlens.bias.superpixels import (
+    SuperpixelAttributes,
+    SuperpixelStats,
+    patch_mask,
+    superpixel_attributes,
+    superpixel_statistics,
+)
 
 __all__: list[str] = [
     "CORRUPTIONS",
@@ -45,6 +52,8 @@ __all__: list[str] = [
     "NameThatDataset",
     "RandomVsAdversarial",
     "ShapeBias",
+    "SuperpixelAttributes",
+    "SuperpixelStats",
     "ambiguous",
     "balance",
     "corrupt",
@@ -54,8 +63,11 @@ __all__: list[str] = [
     "harmonize",
     "multilabel_accuracy",
     "name_that_dataset",
+    "patch_mask",
     "random_vs_adversarial",
     "shape_bias",
     "shape_bias_from_decisions",
+    "superpixel_attributes",
+    "superpixel_statistics",
     "topk_accuracy",
 ]

@@ -217,6 +217,7 @@ class BiasConfig(_Section):
     #: reliance on it is measured on cue-aligned vs cue-conflicting test images. "" skips it.
     cue: str = ""
     superpixel_images: int = 30
+    superpixel_samples: int = 500
     ambiguous: int = 12
 
     def __post_init__(self) -> None:
@@ -340,6 +341,7 @@ QUICK: dict[str, Any] = {
         "corruption_images": 200,
         "severities": [1, 3, 5],
         "shape_stimuli": 200,
-        "superpixel_images": 10,
+        "superpixel_images": 5,
+        "superpixel_samples": 300,
     },
 }

@@ -144,8 +144,9 @@ def audit_defense(
     FGSM, the adapted PGD with doubled steps and restarts, the adapted PGD at ``eps / 2``,
     ``2 eps`` and ``large_eps`` (default 0.5 in Linf, ``0.5 sqrt(d)`` in L2: the whole image can
     be rewritten), and PGD on ``undefended`` transferred to ``defended``. Last, the adapted
-    standard ensemble (APGD-CE then APGD-T, ``ensemble_steps`` each; ``None`` skips it) attacks
-    the images that every other attack left, so the worst case is the ensemble's figure. The
+    standard ensemble (APGD-CE then APGD-T, ``ensemble_steps`` each, then Square with
+    ``50 * ensemble_steps`` queries; ``None`` skips it) attacks the images that every other
+    attack left, so the worst case is the ensemble's figure. The
     black-box attack is NES (query-limited, scores) on the first ``blackbox_images`` images with
     ``blackbox_queries`` queries each (``None`` skips it).
 
@@ -161,7 +162,7 @@ def audit_defense(
         >>> ds = rl.data.load("digits", split="test")[:24]
         >>> model = rl.zoo.load("digits-cnn")
         >>> defended = rl.defenses.defend(model, rl.defenses.BitDepth(bits=2))
-        >>> audit = audit_defense(defended, ds, model, eps=0.1, steps=10)
+        >>> audit = audit_defense(defended, ds, model, eps=0.1, steps=10, ensemble_steps=20)
         >>> audit.supported, "gradients" in [c.name for c in audit.failed]
         (False, True)
     """
@@ -305,7 +306,15 @@ def audit_defense(
         curve[e] = acc_of(run(att, defended, f"eps {e:g}"))
     table.append({"measure": f"eps {large:g}", "attack": "adaptive PGD", "accuracy": curve[large]})
     if ensemble_steps is not None:
-        ens = adapt(Ensemble.standard(eps=eps, norm=norm, steps=ensemble_steps, seed=seed))
+        ens = adapt(
+            Ensemble.standard(
+                eps=eps,
+                norm=norm,
+                steps=ensemble_steps,
+                seed=seed,
+                square_queries=50 * ensemble_steps,  # 5000, the standard, at 100 steps
+            )
+        )
         alive = worst.nonzero().squeeze(1)
         if len(alive):
             worst[alive] = _robust(

@@ -182,8 +182,8 @@ def evaluate(
     Args:
         model: maps images ``(N, C, H, W)`` in ``[0, 1]`` to logits.
         ds: the images and their true labels.
-        attacks: the attacks to run, in order (default: ``Ensemble.standard(eps=0.1)``, APGD-CE
-            then APGD-T: the figure to trust).
+        attacks: the attacks to run, in order (default: ``Ensemble.standard(eps=0.1)``, APGD-CE,
+            APGD-T, then Square on the images still robust: the figure to trust).
         batch_size: images per batch; results are written after each.
         out: folder for ``samples.csv`` (per image) and ``summary.json``; a folder holding an
             unfinished run with the same model, data and attacks is resumed.

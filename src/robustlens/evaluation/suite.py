@@ -3,7 +3,7 @@
 Sections, in order (each one's settings in :class:`~robustlens.evaluation.config.SuiteConfig`):
 
 - ``clean``: accuracy, per class, confusion matrix.
-- ``whitebox``: FGSM, I-FGSM, PGD-40 and the standard APGD ensemble at ``eps`` with the per-image
+- ``whitebox``: FGSM, I-FGSM, PGD-40 and the standard ensemble at ``eps`` with the per-image
   worst case (the headline figure) and the evaluation's warnings; accuracy against normalised L2
   from each minimum-norm attack (DeepFool, C&W: one run gives the whole curve); PGD's robust
   accuracy against a list of budgets; a gallery of adversarial examples.
@@ -172,8 +172,8 @@ def whitebox_section(
     """Fixed-budget attacks with the worst case, the lecture's two curves and a gallery.
 
     The headline figure is the worst case over the configured attacks (by default FGSM, I-FGSM,
-    PGD-40 and the standard ensemble, APGD-CE then APGD-T); the single attacks are there to show
-    how much a weak attack overstates.
+    PGD-40 and the standard ensemble, APGD-CE, APGD-T, then Square); the single attacks are there
+    to show how much a weak attack overstates.
     """
     wb, seed = config.whitebox, config.seed
     attacks = _fixed_budget_attacks(wb.attacks, wb.eps, wb.steps, seed)
@@ -516,6 +516,7 @@ def bias_section(
     levels of the class hierarchy (Fashion-MNIST), and the shape bias of the zoo's shape/texture
     models."""
     from robustlens import bias
+    from robustlens.explain import Lime
 
     bc, seed = config.bias, config.seed
     out: dict[str, Any] = {}
@@ -548,7 +549,14 @@ def bias_section(
     if bc.cue:
         log(f"reliance on a planted {bc.cue} cue")
         rel = bias.cue_reliance(model, ds, kind=bc.cue, seed=seed)  # type: ignore[arg-type]
-        out["cue_reliance"] = {"kind": bc.cue, **rel.to_dict()}
+        out["cue_reliance"] = {"kind": bc.cue, "model": "audited model", **rel.to_dict()}
+    if bc.superpixel_images:
+        log(f"superpixel statistics over {bc.superpixel_images} images per class")
+        lime = Lime(samples=bc.superpixel_samples, K=5, output="logits", hide="constant", seed=seed)
+        stats = bias.superpixel_statistics(
+            model, ds, images_per_class=bc.superpixel_images, lime=lime, seed=seed
+        )
+        out["superpixels"] = stats.to_dict()
     if ds.classes == bias.FASHION_MNIST.classes:
         pred = batched_logits(model, ds.x).argmax(1)
         names = bias.FASHION_MNIST.confusion(pred, ds.y, level=1)[1]
@@ -563,9 +571,7 @@ def bias_section(
     return out
 
 
-def _shape_bias(
-    model: nn.Module, ds: ImageDataset, n: int, seed: int, log: Log
-) -> dict[str, Any]:
+def _shape_bias(model: nn.Module, ds: ImageDataset, n: int, seed: int, log: Log) -> dict[str, Any]:
     """The Geirhos shape bias of ``model`` when it classifies the cue-conflict classes; otherwise
     of the zoo's ``shapes-cnn``, trained on the aligned set, as a reference with a note."""
     from robustlens.bias import shape_bias

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HUMAN_SHAPE_BIAS",
+    "ambiguous_figure",
+    "bars_figure",
     "confusion_figure",
     "corruption_figure",
     "curves_figure",
@@ -41,9 +43,11 @@ __all__ = [
     "figure_to_data_uri",
     "gallery_figure",
     "label",
+    "outline",
     "perturbation_image",
     "shape_bias_figure",
     "success_vs_queries_figure",
+    "superpixel_examples_figure",
     "to_image",
 ]
 
@@ -96,10 +100,13 @@ def figure_to_data_uri(fig: Figure, *, dpi: int = 100) -> str:
 # --------------------------------------------------------------------------- accuracy
 
 
-def confusion_figure(confusion: Sequence[Sequence[float]], classes: Sequence[str]) -> Figure:
+def confusion_figure(
+    confusion: Sequence[Sequence[float]], classes: Sequence[str], *, what: str = "class"
+) -> Figure:
     """Heat map of a confusion matrix (rows: true class, columns: predicted), counts written in.
 
     Colours are row-normalised (the fraction of each true class), so small classes stay readable.
+    ``what`` names the rows and columns in the axis labels (``"group"`` for groups of classes).
 
     Shape: confusion (K, K), classes (K,).
     """
@@ -119,8 +126,8 @@ def confusion_figure(confusion: Sequence[Sequence[float]], classes: Sequence[str
     ticks = [label(c, _TITLE_CHARS) for c in classes]
     ax.set_xticks(range(k), ticks, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), ticks, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set_xlabel(f"predicted {label(what)}")
+    ax.set_ylabel(f"true {label(what)}")
     if k <= 20:
         for i in range(k):
             for j in range(k):
@@ -134,7 +141,7 @@ def confusion_figure(confusion: Sequence[Sequence[float]], classes: Sequence[str
                         fontsize=7,
                         color="white" if frac[i, j] > 0.5 else "black",
                     )
-    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=f"fraction of the true {label(what)}")
     return fig
 
 
@@ -272,6 +279,115 @@ def gallery_figure(items: Sequence[Mapping[str, Any]], *, per_row: int = 2) -> F
     return fig
 
 
+def _panels(
+    n: int, per_row: int, width: float, height: float, where: str
+) -> tuple[Figure, list[Axes]]:
+    """``n`` image panels in rows of ``per_row`` (spare panels hidden), each ``width x height``."""
+    if n < 1:
+        raise ParameterError(f"{where}: needs at least one image, got none")
+    if isinstance(per_row, bool) or not isinstance(per_row, int) or per_row < 1:
+        raise ParameterError(f"{where}: 'per_row' must be an int >= 1, got {per_row!r}")
+    per_row = min(per_row, n)
+    nrows = math.ceil(n / per_row)
+    fig = _figure(width * per_row, height * nrows)
+    axes = list(fig.subplots(nrows, per_row, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig, axes[:n]
+
+
+def _pair(item: Mapping[str, Any], key: str, where: str) -> tuple[Any, Any]:
+    value = item.get(key)
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        raise ParameterError(
+            f"{where}: {key!r} must be a list of two entries (the top class first), got "
+            f"{value!r:.60}"
+        )
+    return value[0], value[1]
+
+
+def ambiguous_figure(items: Sequence[Mapping[str, Any]], *, per_row: int = 5) -> Figure:
+    """The images a model hesitates on, each titled ``top (p1) / second (p2)`` and its true label.
+
+    Each item is ``{"classes": [top, second], "probs": [p1, p2], "label", "image"}`` with
+    ``image`` a nested list ``(C, H, W)`` in [0, 1]. A true label outside the two classes is
+    written in red.
+
+    Example:
+        >>> item = {"classes": ["Shirt", "Coat"], "probs": [0.48, 0.44], "label": "Coat",
+        ...         "image": [[[0.0, 1.0], [1.0, 0.0]]]}
+        >>> fig = ambiguous_figure([item, item])
+        >>> fig.axes[0].get_title()
+        'Shirt (0.48) /\\nCoat (0.44)\\ntrue: Coat'
+    """
+    fig, axes = _panels(len(items), per_row, 2.0, 2.35, "ambiguous_figure")
+    n = _TITLE_CHARS - 8
+    for i, (ax, item) in enumerate(zip(axes, items, strict=True)):
+        where = f"ambiguous item {i}"
+        img = to_image(item.get("image"), where=where + " 'image'")
+        (top, second), (p1, p2) = _pair(item, "classes", where), _pair(item, "probs", where)
+        _show(
+            ax,
+            img,
+            f"{label(top, n)} ({float(p1):.2f}) /\n{label(second, n)} ({float(p2):.2f})\n"
+            f"true: {label(item.get('label'), n)}",
+        )
+        if str(item.get("label")) not in (str(top), str(second)):
+            ax.title.set_color("#b3261e")
+    return fig
+
+
+def outline(mask: np.ndarray, *, scale: int) -> np.ndarray:
+    """The inner boundary of a 0/1 ``mask`` ``(H, W)`` upsampled ``scale`` times, as a bool array
+    ``(scale H, scale W)``: outlines thinner than a pixel on small images.
+
+    Example:
+        >>> m = np.zeros((3, 3)); m[1, 1] = 1
+        >>> edge = outline(m, scale=3)   # the pixel becomes a 3 x 3 block: its 8 border pixels
+        >>> edge.shape, int(edge.sum()), bool(edge[4, 4])
+        ((9, 9), 8, False)
+    """
+    from skimage.segmentation import find_boundaries
+
+    up = np.repeat(np.repeat(np.asarray(mask) > 0.5, scale, axis=0), scale, axis=1)
+    return np.asarray(find_boundaries(up, mode="inner") & up)
+
+
+def superpixel_examples_figure(
+    examples: Mapping[str, Sequence[Mapping[str, Any]]], *, per_row: int = 6
+) -> Figure:
+    """Example images per class with the union of their top superpixels outlined in yellow.
+
+    ``examples[class]`` is a list of ``{"image": (C, H, W) nested list in [0, 1], "top": (H, W)
+    nested list of 0/1}``; panels are titled with the class, in the order given.
+
+    Example:
+        >>> top = [[0, 0], [0, 1]]
+        >>> fig = superpixel_examples_figure({"Bag": [{"image": [[[0.2, 0.4], [0.6, 0.8]]],
+        ...                                            "top": top}]})
+        >>> fig.axes[0].get_title()
+        'Bag'
+    """
+    flat = [(str(c), i, ex) for c, exs in examples.items() for i, ex in enumerate(exs)]
+    fig, axes = _panels(len(flat), per_row, 1.7, 1.95, "superpixel_examples_figure")
+    for ax, (name, i, ex) in zip(axes, flat, strict=True):
+        where = f"superpixels example {i} of {name!r}"
+        img = to_image(ex.get("image"), where=where + " 'image'")
+        top = np.asarray(ex.get("top"), dtype=np.float64)
+        if top.shape != img.shape[1:]:
+            raise ShapeError(
+                f"{where}: 'top' must be a 0/1 mask (H, W) = {img.shape[1:]} like the image, "
+                f"got shape {top.shape}"
+            )
+        _show(ax, img, label(name, _TITLE_CHARS))
+        h, w = top.shape
+        f = max(1, math.ceil(128 / max(h, w)))
+        overlay = np.zeros((h * f, w * f, 4))
+        overlay[outline(top, scale=f)] = (1.0, 0.85, 0.0, 1.0)
+        ax.imshow(overlay, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest")
+    return fig
+
+
 # --------------------------------------------------------------------------- black box, defenses
 
 
@@ -315,36 +431,71 @@ def success_vs_queries_figure(attacks: Mapping[str, Mapping[str, Any]]) -> Figur
     return fig
 
 
+def bars_figure(
+    values: Mapping[str, Mapping[str, float | None]],
+    *,
+    title: str,
+    ylabel: str = "accuracy (%)",
+    colours: Mapping[str, str] | None = None,
+) -> Figure:
+    """Bars of fractions drawn as percentages: ``values[group][measure]``, one colour per measure.
+
+    Several groups give grouped bars with a legend of the measures; a single group puts the
+    measures on the x axis (the group's name goes to the title). ``None`` leaves a bar out;
+    ``colours`` maps measures to colours (others take the default cycle).
+
+    Example:
+        >>> fig = bars_figure({"m": {"clean": 0.9, "attacked": 0.1}}, title="t")
+        >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        ['clean', 'attacked']
+    """
+    measures: list[str] = []
+    for row in values.values():
+        measures += [m for m in row if m not in measures]
+    names = list(values)
+    colours = colours or {}
+    single = len(names) == 1
+    fig = _figure(max(4.5 if single else 6.0, 1.2 + 0.6 * len(names) * max(len(measures), 1)), 3.6)
+    ax = fig.add_subplot()
+    width = 0.6 if single else 0.8 / max(len(measures), 1)
+    for j, m in enumerate(measures):
+        offset = 0.0 if single else (j - (len(measures) - 1) / 2) * width
+        xs = [j if single else i + offset for i in range(len(names))]
+        ys = [values[n].get(m) for n in names]
+        pts = [(x, 100 * float(y)) for x, y in zip(xs, ys, strict=True) if y is not None]
+        if not pts:
+            continue
+        bars = ax.bar(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            width,
+            label=label(m),
+            color=colours.get(m, f"C{j}"),
+        )
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    if single:
+        ax.set_xticks(range(len(measures)), [label(m, 30) for m in measures], fontsize=8)
+        ax.set_title(f"{label(title)}: {label(names[0], 40)}", fontsize=10)
+    else:
+        ax.set_xticks(range(len(names)), [label(n, 30) for n in names], fontsize=8)
+        ax.set_title(label(title), fontsize=10)
+        ax.legend(fontsize=8)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel(label(ylabel))
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 def defense_figure(accuracy: Mapping[str, Mapping[str, float | None]]) -> Figure:
     """Grouped bars: for each defense, accuracy per measure (``clean``, ``naive``, ``adaptive``...).
 
     ``accuracy[defense][measure]`` is a fraction; ``None`` leaves the bar out.
     """
-    measures: list[str] = []
-    for row in accuracy.values():
-        measures += [m for m in row if m not in measures]
-    names = list(accuracy)
-    width = 0.8 / max(len(measures), 1)
-    fig = _figure(max(6.0, 1.2 + 0.6 * len(names) * max(len(measures), 1)), 3.6)
-    ax = fig.add_subplot()
-    colours = {"clean": "#9e9e9e", "naive": "#f0a030", "adaptive": "#c0392b"}
-    for j, m in enumerate(measures):
-        xs = [i + (j - (len(measures) - 1) / 2) * width for i in range(len(names))]
-        ys = [accuracy[n].get(m) for n in names]
-        pts = [(x, 100 * y) for x, y in zip(xs, ys, strict=True) if y is not None]
-        if not pts:
-            continue
-        bars = ax.bar(
-            [p[0] for p in pts], [p[1] for p in pts], width, label=label(m), color=colours.get(m)
-        )
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(range(len(names)), [label(n, 30) for n in names], fontsize=8)
-    ax.set_ylim(0, 110)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy under the naive and the adaptive attack", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return fig
+    return bars_figure(
+        accuracy,
+        title="Accuracy under the naive and the adaptive attack",
+        colours={"clean": "#9e9e9e", "naive": "#f0a030", "adaptive": "#c0392b"},
+    )
 
 
 # --------------------------------------------------------------------------- biases
@@ -370,14 +521,28 @@ def shape_bias_figure(scores: Mapping[str, float | None]) -> Figure:
 
 
 def corruption_figure(
-    accuracy: Mapping[str, Sequence[float | None]], clean_accuracy: float | None = None
+    accuracy: Mapping[str, Sequence[float | None]],
+    clean_accuracy: float | None = None,
+    *,
+    severities: Sequence[int] | None = None,
 ) -> Figure:
     """Heat map of accuracy per corruption (rows) and severity (columns), values written in.
 
-    Shape: accuracy[corruption] has one value per severity (1..S).
+    Shape: accuracy[corruption] has one value per entry of ``severities`` (default 1..S).
+
+    Example:
+        >>> fig = corruption_figure({"fog": [0.9, 0.4]}, severities=[1, 5])
+        >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        ['1', '5']
     """
     names = list(accuracy)
     s = max((len(v) for v in accuracy.values()), default=0)
+    ticks = [str(v) for v in severities] if severities is not None else []
+    if severities is not None and len(ticks) != s:
+        raise ShapeError(
+            f"corruption_figure: one accuracy per severity: {len(ticks)} severities "
+            f"{list(severities)} but up to {s} accuracies per corruption"
+        )
     m = np.full((len(names), s), np.nan)
     for i, n in enumerate(names):
         row = [np.nan if v is None else float(v) for v in accuracy[n]]
@@ -389,7 +554,7 @@ def corruption_figure(
         for j in range(s):
             if not np.isnan(m[i, j]):
                 ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(s), [str(j + 1) for j in range(s)])
+    ax.set_xticks(range(s), ticks or [str(j + 1) for j in range(s)])
     ax.set_yticks(range(len(names)), [label(n, 30) for n in names], fontsize=8)
     ax.set_xlabel("severity")
     clean = "" if clean_accuracy is None else f" (clean {100 * clean_accuracy:.1f}%)"
