@@ -63,10 +63,10 @@ def test_config_from_toml(tmp_path: Path) -> None:
     [
         ({"whitebx": {}}, "unknown section 'whitebx'; did you mean 'whitebox'"),
         ({"whitebox": {"epz": 0.1}}, r"\[whitebox\]: unknown key 'epz'; did you mean 'eps'"),
-        ({"whitebox": {"eps": -0.1}}, "'eps' must be a number > 0, got -0.1"),
+        ({"whitebox": {"eps": -0.1}}, "'eps' must be a finite number > 0, got -0.1"),
         ({"whitebox": {"attacks": ["pgdd"]}}, "unknown name 'pgdd'; did you mean 'pgd'"),
         ({"whitebox": {"attacks": []}}, "'attacks' is empty"),
-        ({"blackbox": {"images": 2.5}}, "'images' must be an integer >= 0"),
+        ({"blackbox": {"images": 2.5}}, "'images' must be an integer >= 1"),
         ({"defenses": {"names": ["jpg"]}}, "did you mean 'jpeg'"),
         ({"bias": {"severities": [0, 6]}}, "'severities' must be a list of 1..5"),
         ({"bias": {"enabled": "yes"}}, "'enabled' must be true or false"),
@@ -76,6 +76,19 @@ def test_config_from_toml(tmp_path: Path) -> None:
 def test_config_errors(raw: dict, message: str) -> None:
     with pytest.raises(ParameterError, match=message):
         SuiteConfig.from_dict(raw)
+
+
+def test_run_suite_checks_before_running(tmp_path: Path) -> None:
+    model, ds = rl.zoo.load("digits-cnn"), rl.data.load("digits")[:20]
+    with pytest.raises(ParameterError, match="resume=True needs the out= folder"):
+        run_suite(model, ds, SuiteConfig(), resume=True)
+    quilt = SuiteConfig.from_dict({"defenses": {"names": ["quilting"]}})
+    with pytest.raises(ParameterError, match="builds its database from clean training images"):
+        run_suite(model, ds, quilt)
+    base = SuiteConfig.from_dict({"bias": {"baseline": "fmnist-cnnn"}})
+    with pytest.raises(ParameterError, match="neither a zoo model"):
+        run_suite(model, ds, base, out=tmp_path)
+    assert not (tmp_path / ".robustlens" / "sections" / "clean.json").exists()
 
 
 def test_config_file_errors(tmp_path: Path) -> None:
@@ -108,18 +121,34 @@ def test_run_suite_resumes_finished_sections(tmp_path: Path) -> None:
     messages: list[str] = []
     first = run_suite(model, ds, cfg, out=tmp_path, log=messages.append)
     assert set(first) == {"clean", "whitebox", "blackbox"}
-    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sections").iterdir()}
+    stamps = {
+        p.name: p.stat().st_mtime_ns for p in (tmp_path / ".robustlens" / "sections").iterdir()
+    }
     messages.clear()
     again = run_suite(model, ds, cfg, out=tmp_path, resume=True, log=messages.append)
     assert again == json.loads(json.dumps(first))
     assert sum("reused" in m for m in messages) == 3
-    assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sections").iterdir()}
+    assert stamps == {
+        p.name: p.stat().st_mtime_ns for p in (tmp_path / ".robustlens" / "sections").iterdir()
+    }
     # A changed setting reruns only the sections it touches.
     changed = SuiteConfig.from_dict({"blackbox": {"queries": 100}}, base=cfg)
     messages.clear()
     run_suite(model, ds, changed, out=tmp_path, resume=True, log=messages.append)
     assert sum("reused" in m for m in messages) == 2
     assert any("settings changed" in m for m in messages)
+    # A changed budget reruns the attacks that use it, the white-box evaluation in a fresh
+    # scratch folder (no clash with the rows of the earlier budget); other images rerun every
+    # attack section.
+    messages.clear()
+    eps = SuiteConfig.from_dict({"whitebox": {"eps": 0.05}}, base=cfg)
+    assert run_suite(model, ds, eps, out=tmp_path, resume=True, log=messages.append)
+    assert [m for m in messages if "reused" in m] == ["clean: reused from the earlier run"]
+    messages.clear()
+    fewer = SuiteConfig.from_dict({"data": {"attack_limit": 20}}, base=cfg)
+    again = run_suite(model, ds, fewer, out=tmp_path, resume=True, log=messages.append)
+    assert [m for m in messages if "reused" in m] == ["clean: reused from the earlier run"]
+    assert again["whitebox"]["n"] == 20
     # Without resume every section runs again.
     messages.clear()
     run_suite(model, ds, cfg, out=tmp_path, log=messages.append)

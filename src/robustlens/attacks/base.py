@@ -91,6 +91,7 @@ class Run:
             if value.requires_grad:
                 (grad,) = torch.autograd.grad(value.sum(), xg, allow_unused=True)
         grad = torch.zeros_like(self.x) if grad is None else grad[idx]
+        self.queries += 1  # the clean pass served as this step's forward pass
         self.gradients += 1
         return logits[idx].detach(), value.detach(), grad
 

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,12 +68,23 @@ class _Section:
 
     section: ClassVar[str] = ""
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: Fields holding one name (a string), not a list of names.
+    single: ClassVar[tuple[str, ...]] = ()
+    #: Smallest allowed value of integer fields (default 0).
+    minimums: ClassVar[dict[str, int]] = {}
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             kind = type(f.default) if f.default is not dataclasses.MISSING else None
-            if f.name in self.choices:
+            if f.name in self.single:
+                if not isinstance(value, str) or value not in self.choices[f.name]:
+                    raise _fail(
+                        self.section,
+                        f"{f.name!r} must be one of {', '.join(map(repr, self.choices[f.name]))}, "
+                        f"got {value!r}",
+                    )
+            elif f.name in self.choices:
                 values = [value] if isinstance(value, str) else value
                 if not isinstance(values, list | tuple) or not all(
                     isinstance(v, str) for v in values
@@ -92,19 +104,31 @@ class _Section:
                 if not isinstance(value, bool):
                     raise _fail(self.section, f"{f.name!r} must be true or false, got {value!r}")
             elif kind is int:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise _fail(self.section, f"{f.name!r} must be an integer >= 0, got {value!r}")
+                low = self.minimums.get(f.name, 0)
+                if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                    raise _fail(
+                        self.section, f"{f.name!r} must be an integer >= {low}, got {value!r}"
+                    )
             elif kind is float:
-                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                    raise _fail(self.section, f"{f.name!r} must be a number > 0, got {value!r}")
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not math.isfinite(value)
+                    or value <= 0
+                ):
+                    raise _fail(
+                        self.section, f"{f.name!r} must be a finite number > 0, got {value!r}"
+                    )
                 object.__setattr__(self, f.name, float(value))
 
 
 @dataclass(frozen=True)
 class DataConfig(_Section):
-    """``limit``: images for clean accuracy (0: all); ``attack_limit``: images attacked."""
+    """``limit``: test images the audit uses (a stratified sample; 0: the whole split; applied by
+    ``robustlens audit`` when it loads the data); ``attack_limit``: how many of them are attacked."""
 
     section: ClassVar[str] = "data"
+    minimums: ClassVar[dict[str, int]] = {"attack_limit": 1}
     limit: int = 0
     attack_limit: int = 1000
 
@@ -118,6 +142,7 @@ class WhiteboxConfig(_Section):
         "attacks": WHITEBOX_ATTACKS,
         "min_norm": MIN_NORM_ATTACKS,
     }
+    minimums: ClassVar[dict[str, int]] = {"steps": 1, "min_norm_limit": 1}
     enabled: bool = True
     eps: float = 0.1
     attacks: tuple[str, ...] = WHITEBOX_ATTACKS
@@ -149,6 +174,7 @@ class BlackboxConfig(_Section):
 
     section: ClassVar[str] = "blackbox"
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"attacks": BLACKBOX_ATTACKS}
+    minimums: ClassVar[dict[str, int]] = {"images": 1, "queries": 1}
     enabled: bool = True
     attacks: tuple[str, ...] = ("nes",)
     images: int = 100
@@ -161,6 +187,7 @@ class DefensesConfig(_Section):
 
     section: ClassVar[str] = "defenses"
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"names": DEFENSES}
+    minimums: ClassVar[dict[str, int]] = {"images": 1, "steps": 1, "samples": 1}
     names: tuple[str, ...] = ()
     images: int = 200
     steps: int = 20
@@ -180,6 +207,8 @@ class ExplainConfig(_Section):
         "output": ("probs", "logits", "log-probs"),
         "hide": ("constant", "mean", "blur"),
     }
+    single: ClassVar[tuple[str, ...]] = ("output", "hide")
+    minimums: ClassVar[dict[str, int]] = {"images": 1, "samples": 2, "K": 1}
     enabled: bool = True
     images: int = 6
     samples: int = 1000
@@ -193,11 +222,6 @@ class ExplainConfig(_Section):
     hide: str = "constant"
     stability_seeds: int = 3
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("output", "hide"):
-            object.__setattr__(self, name, getattr(self, name)[0])  # one name, not a list
-
 
 @dataclass(frozen=True)
 class BiasConfig(_Section):
@@ -207,6 +231,11 @@ class BiasConfig(_Section):
     reliance on a planted ``cue``, and superpixel statistics over classes."""
 
     section: ClassVar[str] = "bias"
+    minimums: ClassVar[dict[str, int]] = {
+        "corruption_images": 1,
+        "shape_stimuli": 1,
+        "superpixel_samples": 2,
+    }
     enabled: bool = True
     corruption_images: int = 1000
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)

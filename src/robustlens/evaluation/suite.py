@@ -11,14 +11,16 @@ Sections, in order (each one's settings in :class:`~robustlens.evaluation.config
   query budget, with success against queries.
 - ``defenses``: :func:`~robustlens.evaluation.audit_defense` for each configured defense.
 - ``explanations``: LIME on a few test images with faithfulness and stability.
-- ``bias``: corruption robustness (with mCE against a baseline when given), the shape bias of the
-  zoo's shape/texture models, superpixel statistics over classes, ambiguous test images and, for
-  Fashion-MNIST, accuracy at the level of its class hierarchy.
+- ``bias``: corruption robustness (with mCE against a baseline when given), random vs adversarial
+  noise, ambiguous test images, for Fashion-MNIST accuracy at the levels of its class hierarchy,
+  the shape bias (of the model if it classifies the cue-conflict shapes, else of the zoo's
+  shapes-cnn for reference), reliance on a planted cue, and superpixel statistics over classes.
 
-With ``out``, each finished section is written to ``out/sections/NAME.json`` with a fingerprint of
-the model, the data and the section's settings; ``resume=True`` reuses the sections whose
-fingerprint matches and the white-box evaluation resumes from its per-image rows, so an
-interrupted audit loses at most the section it was in (and none of the white-box rows).
+With ``out``, each finished section is written to ``out/.robustlens/sections/NAME.json`` with a
+fingerprint of the model, the data (images and labels) and the section's settings;
+``resume=True`` reuses the sections whose fingerprint matches and the white-box evaluation resumes
+from its per-image rows, so an interrupted audit loses at most the section it was in (and none of
+the white-box rows).
 """
 
 from __future__ import annotations
@@ -58,15 +60,24 @@ class _Store:
     """Finished sections on disk, each with the fingerprint of what produced it."""
 
     def __init__(self, out: Path | None, resume: bool, base: str, log: Log) -> None:
-        self.dir = None if out is None else out / "sections"
+        # Everything the suite keeps lives under out/.robustlens, so that a fresh run clears only
+        # its own files, never a folder of the user's.
+        self.root = None if out is None else out / ".robustlens"
+        self.dir = None if self.root is None else self.root / "sections"
         self.resume = resume
         self.base = base
         self.log = log
-        if self.dir is not None:
+        if self.root is not None and self.dir is not None:
             if not resume:
-                for stale in (self.dir, out / "work"):  # type: ignore[operator]
-                    shutil.rmtree(stale, ignore_errors=True)
+                shutil.rmtree(self.root, ignore_errors=True)
             self.dir.mkdir(parents=True, exist_ok=True)
+
+    def work(self, name: str, settings: Any) -> Path | None:
+        """A scratch folder for section ``name`` under these exact settings (for its per-image
+        rows): a changed setting gets a fresh folder instead of an incompatible one."""
+        return (
+            None if self.root is None else self.root / "work" / f"{name}-{self.key(name, settings)}"
+        )
 
     def key(self, name: str, settings: Any) -> str:
         text = json.dumps([self.base, name, settings], sort_keys=True, default=str)
@@ -98,6 +109,49 @@ class _Store:
         payload = {"fingerprint": self.key(name, settings), "result": result}
         tmp.write_text(json.dumps(payload, default=_json_default))
         tmp.replace(path)
+
+
+def _data_fingerprint(ds: ImageDataset) -> str:
+    """A short hash of a data set's images and labels (what a saved section was computed on)."""
+    h = hashlib.sha256()
+    h.update(ds.x.detach().cpu().contiguous().numpy().tobytes())
+    h.update(ds.y.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_suite(
+    model: nn.Module,
+    ds: ImageDataset,
+    cfg: SuiteConfig,
+    *,
+    train: Callable[[], ImageDataset] | None,
+    out: Path | None,
+    resume: bool,
+) -> None:
+    """Everything that can be checked before the first section runs, checked there."""
+    from robustlens._checks import check_model
+    from robustlens.errors import DTypeError, ParameterError
+
+    check_model(model, where="run_suite")
+    if not isinstance(ds, ImageDataset):
+        raise DTypeError(f"run_suite: ds must be an ImageDataset, got {type(ds).__name__}")
+    if not isinstance(cfg, SuiteConfig):
+        raise DTypeError(f"run_suite: config must be a SuiteConfig, got {type(cfg).__name__}")
+    if resume and out is None:
+        raise ParameterError("run_suite: resume=True needs the out= folder of the earlier run")
+    if "quilting" in cfg.defenses.names and train is None:
+        raise ParameterError(
+            "run_suite: the quilting defense builds its database from clean training images; "
+            "pass train=lambda: rl.data.load(name, split='train')"
+        )
+    if cfg.bias.enabled and cfg.bias.baseline:
+        from robustlens.models.zoo import ZOO
+
+        if cfg.bias.baseline not in ZOO and not Path(cfg.bias.baseline).is_file():
+            raise ParameterError(
+                f"suite config [bias]: 'baseline' {cfg.bias.baseline!r} is neither a zoo model "
+                f"({', '.join(ZOO.names())}) nor a checkpoint file"
+            )
 
 
 def _json_default(obj: Any) -> Any:
@@ -255,10 +309,12 @@ def blackbox_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig) ->
             g = torch.Generator().manual_seed(seed)
             k = ds.num_classes
             target = (sub.y.cpu() + torch.randint(1, k, (len(sub),), generator=g)) % k
-            # A starting image of the target class for each image (the first of that class in ds).
+            # A starting image for each target: the first image of ds the model classifies as it
+            # (label-only NES starts inside the target's region and shrinks towards x).
+            pred = batched_logits(model, ds.x).argmax(1).cpu()
             first_of = torch.full((k,), -1, dtype=torch.long)
-            present = torch.unique(ds.y.cpu())
-            first_of[present] = torch.stack([torch.nonzero(ds.y.cpu() == c)[0, 0] for c in present])
+            present = torch.unique(pred)
+            first_of[present] = torch.stack([torch.nonzero(pred == c)[0, 0] for c in present])
             target = torch.where(first_of[target] >= 0, target, sub.y.cpu())
             keep = target != sub.y.cpu()
             x_init = ds.x[first_of[target].clamp_min(0).to(ds.x.device)]
@@ -278,7 +334,9 @@ def blackbox_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig) ->
             "success_rate": _finite(res.success_rate),
             "robust_accuracy": _finite(res.robust_accuracy),
             "median_queries": float(res.queries[ok].double().median()) if bool(ok.any()) else None,
-            "mean_queries": float(res.queries.double().mean()),
+            "mean_queries": float(res.queries[res.attacked].double().mean())
+            if bool(res.attacked.any())
+            else None,
             "curve": success_vs_queries(res, bb.queries),
             "seconds": round(time.perf_counter() - start, 2),
         }
@@ -318,7 +376,8 @@ def defenses_section(
             samples=dc.samples,
             ensemble_steps=dc.ensemble_steps or None,
             blackbox_images=max(1, dc.blackbox_images),
-            blackbox_queries=dc.blackbox_queries or None,
+            # 0 images or 0 queries: no black-box attack.
+            blackbox_queries=(dc.blackbox_queries or None) if dc.blackbox_images else None,
             seed=seed,
             show_progress=show_progress,
         )
@@ -354,19 +413,14 @@ def run_suite(
     cfg = config if config is not None else SuiteConfig()
     say = log or (lambda _: None)
     out_dir = None if out is None else Path(out)
+    _check_suite(model, ds, cfg, train=train, out=out_dir, resume=resume)
     base = json.dumps(
-        [
-            model_fingerprint(model),
-            ds.name,
-            len(ds),
-            ds.classes,
-            cfg.seed,
-            float(ds.x.double().sum()),
-        ],
+        [model_fingerprint(model), ds.name, ds.classes, cfg.seed, _data_fingerprint(ds)],
         default=str,
     )
     store = _Store(out_dir, resume, base, say)
     attack_ds = ds.subset(min(cfg.data.attack_limit, len(ds)), seed=cfg.seed)
+    attacked = _data_fingerprint(attack_ds)
     sections: dict[str, dict[str, Any]] = {}
 
     def section(name: str, settings: Any, message: str, fn: Callable[[], dict[str, Any]]) -> None:
@@ -388,36 +442,31 @@ def run_suite(
         lambda: clean_accuracy(model, ds, show_progress=show_progress).to_dict(),
     )
     if cfg.whitebox.enabled:
+        wb_settings = asdict(cfg.whitebox) | {"data": attacked}
         section(
             "whitebox",
-            asdict(cfg.whitebox) | {"n": len(attack_ds)},
+            wb_settings,
             f"white-box attacks on {len(attack_ds)} images at Linf eps {cfg.whitebox.eps:g}",
             lambda: whitebox_section(
                 model,
                 attack_ds,
                 cfg,
-                work=None if out_dir is None else out_dir / "work" / "whitebox",
+                work=store.work("whitebox", wb_settings),
                 show_progress=show_progress,
             ),
         )
     if cfg.blackbox.enabled and cfg.blackbox.attacks:
         section(
             "blackbox",
-            asdict(cfg.blackbox) | {"eps": cfg.whitebox.eps},
+            asdict(cfg.blackbox) | {"eps": cfg.whitebox.eps, "data": attacked},
             f"black-box attacks on {min(cfg.blackbox.images, len(attack_ds))} images, "
             f"{cfg.blackbox.queries} queries each",
             lambda: blackbox_section(model, attack_ds, cfg),
         )
     if cfg.defenses.names:
-        if train is None and "quilting" in cfg.defenses.names:
-            from robustlens.errors import ParameterError
-
-            raise ParameterError(
-                "run_suite: the quilting defense needs clean training images; pass train="
-            )
         section(
             "defenses",
-            asdict(cfg.defenses) | {"eps": cfg.whitebox.eps},
+            asdict(cfg.defenses) | {"eps": cfg.whitebox.eps, "data": attacked},
             f"defense audits: {', '.join(cfg.defenses.names)}",
             lambda: defenses_section(
                 model,
@@ -513,8 +562,9 @@ def bias_section(
 ) -> dict[str, Any]:
     """What the model relies on: corruptions (mCE against ``config.bias.baseline`` when given),
     random against adversarial noise of the same norm, ambiguous test images, accuracy at the
-    levels of the class hierarchy (Fashion-MNIST), and the shape bias of the zoo's shape/texture
-    models."""
+    levels of the class hierarchy (Fashion-MNIST), the shape bias (the model's when it classifies
+    the cue-conflict shapes, else the zoo's shapes-cnn's for reference), reliance on a planted
+    ``cue`` when one is named, and superpixel statistics over classes."""
     from robustlens import bias
     from robustlens.explain import Lime
 
@@ -559,14 +609,14 @@ def bias_section(
         out["superpixels"] = stats.to_dict()
     if ds.classes == bias.FASHION_MNIST.classes:
         pred = batched_logits(model, ds.x).argmax(1)
-        names = bias.FASHION_MNIST.confusion(pred, ds.y, level=1)[1]
+        confusion, names = bias.FASHION_MNIST.confusion(pred, ds.y, level=1)
         out["hierarchy"] = {
             "levels": {
                 "classes": bias.FASHION_MNIST.accuracy(pred, ds.y),
                 "groups": bias.FASHION_MNIST.accuracy(pred, ds.y, level=1),
             },
             "groups": names,
-            "confusion": bias.FASHION_MNIST.confusion(pred, ds.y, level=1)[0].tolist(),
+            "confusion": confusion.tolist(),
         }
     return out
 

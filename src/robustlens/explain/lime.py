@@ -521,13 +521,14 @@ class Lime:
         """Explain one image ``(C, H, W)`` or a batch ``(N, C, H, W)`` (see the class docstring)."""
         if isinstance(image, Tensor) and image.ndim == 4:
             return self.explain_batch(model, image, target, segments=segments)
+        if segments is not None and not isinstance(segments, Tensor):
+            raise DTypeError("Lime: for one image, 'segments' must be one (H, W) tensor")
         if isinstance(target, Sequence | Tensor) and not (
             isinstance(target, Tensor) and target.ndim == 0
         ):
-            seg = segments if segments is None or isinstance(segments, Tensor) else None
-            return self.explain_classes(model, image, _int_list(target, "target"), segments=seg)
-        if segments is not None and not isinstance(segments, Tensor):
-            raise DTypeError("Lime: for one image, 'segments' must be one (H, W) tensor")
+            return self.explain_classes(
+                model, image, _int_list(target, "target"), segments=segments
+            )
         tgt = None if target is None else _as_int(target, "target")
         return self.explain(model, image, tgt, segments=segments)
 
@@ -677,9 +678,10 @@ class Lime:
             resolved = self._resolve_targets(targets, clean, num_classes)
             outs = torch.empty(n_img * n, num_classes, dtype=torch.float32, device=device)
             for start in range(0, n_img * n, self.batch_size):
-                rows = torch.arange(start, min(start + self.batch_size, n_img * n), device=device)
+                stop = min(start + self.batch_size, n_img * n)
+                rows = torch.arange(start, stop, device=device)
                 img = rows // n
-                first, last = int(img[0]), int(img[-1])
+                first, last = start // n, (stop - 1) // n  # no device sync
                 if first == last:  # one image: broadcast it instead of copying it per row
                     masks = Zd[rows][:, seg_flat[first]].view(-1, 1, h, w)
                     z = torch.addcmul(

@@ -171,6 +171,7 @@ _CORRUPTION_KEYS = {  # CorruptionResult.to_dict() and the audit's "baseline"
     "relative_ce",
     "mce",
     "relative_mce",
+    "mce_corruptions",
     "baseline_clean_accuracy",
     "baseline",
 }
@@ -409,6 +410,12 @@ def _corruptions(value: Mapping[str, Any]) -> list[Block]:
             f"both relative to {against}: 100 means as many errors as the baseline, less is "
             "better (Hendrycks and Dietterich 2019)"
         )
+        averaged = value.get("mce_corruptions") or []
+        if averaged:
+            bits.append(
+                f"the means are over the {len(averaged)} benchmark corruptions run "
+                f"({text(', '.join(map(str, averaged)))})"
+            )
     if bits:
         sentence = "; ".join(bits)
         blocks.append(Paragraph(sentence[:1].upper() + sentence[1:] + "."))
