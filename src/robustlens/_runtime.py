@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["batched_logits", "inference_mode", "progress", "resolve_device"]
+__all__ = ["batched_logits", "image_json", "inference_mode", "progress", "resolve_device"]
 
 
 @contextmanager
@@ -91,3 +92,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             "install a CUDA build of torch"
         )
     return dev
+
+
+def image_json(x: Tensor, decimals: int = 4) -> list[Any]:
+    """An image (or any tensor) as nested Python lists rounded to ``decimals`` (for JSON results).
+
+    Example:
+        >>> import torch
+        >>> image_json(torch.tensor([[[0.123456, 1.0]]]))
+        [[[0.1235, 1.0]]]
+    """
+    out: list[Any] = torch.round(x.detach().double().cpu(), decimals=decimals).tolist()
+    return out

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustlens._filters import conv_same, gaussian_blur, gaussian_kernel
+
 __all__ = [
     "affine_elastic",
     "conv_same",
@@ -56,21 +58,6 @@ def colour(rgb: tuple[float, float, float], c: int, like: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- kernels
 
 
-def gaussian_kernel(
-    sigma: float,
-    *,
-    truncate: float = 4.0,
-    device: torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Sampled 1-D Gaussian of standard deviation ``sigma``, radius ``ceil(truncate * sigma)``,
-    normalised to sum 1 (scikit-image's ``gaussian`` uses the same truncation)."""
-    radius = max(1, math.ceil(truncate * sigma))
-    t = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
-    k = torch.exp(-0.5 * (t / max(sigma, 1e-12)) ** 2)
-    return (k / k.sum()).to(dtype)
-
-
 def soft_disk(
     radius: float,
     alias: float,
@@ -97,30 +84,6 @@ def soft_disk(
         g = g / g.sum()
         disk = F.conv2d(F.pad(disk[None, None], (r, r, r, r)), torch.outer(g, g)[None, None])[0, 0]
     return (disk / disk.sum()).to(dtype)
-
-
-def conv_same(x: Tensor, kernel: Tensor) -> Tensor:
-    """Each channel convolved with the 2-D ``kernel`` (odd sides), borders replicated.
-
-    Shape: (N, C, H, W), kernel (kh, kw) -> (N, C, H, W).
-    """
-    c = x.shape[1]
-    kh, kw = kernel.shape
-    k = kernel.to(x).expand(c, 1, kh, kw)
-    padded = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate")
-    return F.conv2d(padded, k, groups=c)
-
-
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of standard deviation ``sigma`` pixels, borders replicated.
-
-    Shape: (N, C, H, W) -> (N, C, H, W).
-    """
-    if sigma <= 0:
-        return x.clone()
-    k = gaussian_kernel(sigma, device=x.device, dtype=x.dtype)
-    out = conv_same(x, k[None, :])
-    return conv_same(out, k[:, None])
 
 
 # --------------------------------------------------------------------------- geometry

@@ -63,7 +63,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlens._checks import check_model, model_device
-from robustlens._runtime import batched_logits
+from robustlens._runtime import batched_logits, image_json
 from robustlens.data.dataset import ImageDataset
 from robustlens.data.spurious import PlantedCue, _check_dataset, apply_cue
 from robustlens.errors import (
@@ -506,9 +506,7 @@ class SuperpixelStats:
                 top_mask = keep[exp.segments.to(keep.device)]
                 entries.append(
                     {
-                        "image": [
-                            [[round(v, 4) for v in row] for row in ch] for ch in exp.image.tolist()
-                        ],
+                        "image": image_json(exp.image),
                         "top": top_mask.int().tolist(),
                     }
                 )

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustlens._runtime import batched_logits
+from robustlens._runtime import batched_logits, image_json
 from robustlens.attacks import FGSM, IFGSM, PGD, CarliniWagner, DeepFool, Ensemble
 from robustlens.attacks.base import Attack, AttackResult
 from robustlens.blackbox import NES, Oracle
@@ -181,11 +181,6 @@ def _fixed_budget_attacks(
     return [make[n]() for n in names]
 
 
-def _image_list(x: Tensor) -> list[Any]:
-    """One image ``(C, H, W)`` as nested lists rounded to 4 decimals (JSON, the report's gallery)."""
-    return torch.round(x.detach().float().cpu() * 10_000).div(10_000).tolist()
-
-
 def gallery(result: AttackResult, classes: list[str], count: int) -> list[dict[str, Any]]:
     """Up to ``count`` successful adversarial examples of ``result``, distinct true classes first."""
     idx = torch.nonzero(result.success & result.attacked).flatten().cpu()
@@ -208,6 +203,7 @@ def gallery(result: AttackResult, classes: list[str], count: int) -> list[dict[s
                 "clean_pred": classes[int(result.y[i])],
                 "adv_pred": classes[int(result.pred[i])],
                 "attack": result.attack,
+                "l2": float(result.l2[i]),
                 "linf": float(result.linf[i]),
                 "l2_normalized": float(result.l2_normalized[i]),
             }
@@ -249,8 +245,8 @@ def whitebox_section(
         res = pgd(model, pool.x, pool.y)
         shown = gallery(res, ds.classes, wb.gallery)
         for item in shown:
-            item["x"] = _image_list(pool.x[item["index"]])
-            item["x_adv"] = _image_list(res.x_adv[item["index"]])
+            item["x"] = image_json(pool.x[item["index"]])
+            item["x_adv"] = image_json(res.x_adv[item["index"]])
     return {
         "eps": wb.eps,
         "n": len(ds),
@@ -592,7 +588,7 @@ def bias_section(
         amb = bias.ambiguous(model, ds, k=bc.ambiguous)
         items = amb.to_dict()
         for item in items:
-            item["image"] = _image_list(ds.x[item["index"]])
+            item["image"] = image_json(ds.x[item["index"]])
         out["ambiguous"] = {"n": len(ds), "items": items}
     if bc.shape_bias:
         out.update(_shape_bias(model, ds, bc.shape_stimuli, seed, log))

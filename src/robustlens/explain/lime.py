@@ -61,11 +61,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustlens import _filters
 from robustlens._checks import check_images, check_logits, check_model, model_device
-from robustlens._runtime import inference_mode
+from robustlens._runtime import image_json, inference_mode
 from robustlens.errors import DTypeError, LabelError, ParameterError, ShapeError
 from robustlens.explain._solvers import LassoPath, lasso_path, weighted_least_squares
 from robustlens.explain.segmentation import (
@@ -111,19 +111,7 @@ def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
     Shape: (C, H, W) or (N, C, H, W) -> the same.
     """
     x = image[None] if image.ndim == 3 else image
-    c, h, w = x.shape[1:]
-    out = x
-    for dim, size in ((3, w), (2, h)):
-        radius = max(1, min(math.ceil(3 * sigma), size - 1))
-        t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-        k = torch.exp(-0.5 * (t / sigma) ** 2)
-        k = k / k.sum()
-        if dim == 3:
-            weight = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
-            out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="replicate"), weight, groups=c)
-        else:
-            weight = k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-            out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), weight, groups=c)
+    out = _filters.gaussian_blur(x, sigma, truncate=3.0, within_image=True)
     return out[0] if image.ndim == 3 else out
 
 
@@ -333,7 +321,7 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (image rounded to 4 decimals); :meth:`from_dict` inverts it."""
         return {
-            "image": [[[round(v, 4) for v in row] for row in ch] for ch in self.image.tolist()],
+            "image": image_json(self.image),
             "segments": self.segments.tolist(),
             "weights": [float(v) for v in self.weights.tolist()],
             "intercept": self.intercept,

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from robustlens.errors import ParameterError
-from robustlens.report._format import get_mapping, num, pct, text, title
+from robustlens.report._format import as_float, get_mapping, num, pct, text, title
 from robustlens.report.blocks import Block, Bullets, Heading, Image, Paragraph, Table
 from robustlens.report.figures import (
     curves_figure,
@@ -265,10 +265,16 @@ def _gallery(items: Any) -> list[Block]:
         )
     rows = []
     for i, item in enumerate(items):
+        # The attack's own distances when the results carry them (the images are rounded).
         x = to_image(item.get("x"), where=f"gallery item {i} 'x'")
         d = to_image(item.get("x_adv"), where=f"gallery item {i} 'x_adv'") - x
-        l2 = float(np.sqrt((d**2).sum()))
         norm = float(np.sqrt((x**2).sum()))
+        l2 = as_float(item.get("l2"))
+        l2 = float(np.sqrt((d**2).sum())) if l2 is None else l2
+        l2n = as_float(item.get("l2_normalized"))
+        l2n = (l2 / norm if norm > 0 else None) if l2n is None else l2n
+        linf = as_float(item.get("linf"))
+        linf = float(np.abs(d).max()) if linf is None else linf
         rows.append(
             [
                 num(item.get("index")),
@@ -277,8 +283,8 @@ def _gallery(items: Any) -> list[Block]:
                 text(item.get("adv_pred")),
                 text(item.get("attack")),
                 num(l2),
-                num(l2 / norm) if norm > 0 else "-",
-                num(float(np.abs(d).max())),
+                "-" if l2n is None else num(l2n),
+                num(linf),
             ]
         )
     blocks.append(
