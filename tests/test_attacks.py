@@ -3,6 +3,7 @@ linear classifiers, targeted semantics, and bad-input errors."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -189,6 +190,18 @@ def test_cw_at_least_as_close_as_deepfool_on_linear_model() -> None:
     assert cw.success_rate == 1.0
     assert bool((cw.l2 <= df.l2 * 1.0 + 1e-6).all())
     assert torch.allclose(cw.l2, _exact_distance(net, x, y), rtol=0.05)
+
+
+def test_cw_gives_up_on_a_too_small_c_without_losing_distance() -> None:
+    # c_init 1e-4 wastes the first search steps: the projected abort must cut them short and
+    # still land on the exact hyperplane distance.
+    net = _linear(5, seed=2)
+    x, y = _points(net, 16)
+    cw = CarliniWagner(steps=200, search_steps=9, c_init=1e-4)
+    fast, full = cw(net, x, y), dataclasses.replace(cw, abort_early=False)(net, x, y)
+    assert fast.success_rate == full.success_rate == 1.0
+    assert int(fast.gradients.sum()) < 0.3 * int(full.gradients.sum())  # paper rule alone: 0.43
+    assert torch.allclose(fast.l2, _exact_distance(net, x, y), rtol=0.05)
 
 
 def test_cw_margin_correct_when_all_logits_negative() -> None:

@@ -14,8 +14,16 @@ Two departures from the paper, both on by default and both switchable:
 * ``tol``: a sample whose best distance improved by less than ``tol`` (relative) over a whole
   search step stops searching. Set ``tol=0`` for the paper's fixed number of search steps.
 
-On the zoo Fashion-MNIST model both give a median distance no larger than the paper's schedule,
-with about half the gradient evaluations (see ``docs/benchmarks.md``).
+``abort_early`` holds the paper's rule (a sample leaves a search step when its loss fell by less
+than 0.01% over the last tenth of the steps) and a second one for the samples never made
+adversarial yet, whose ``c`` is still growing tenfold: such a sample leaves when its margin,
+falling at its rate over the last tenth, would not reach the boundary in the steps left. Those
+steps only say that ``c`` is too small; on the zoo Fashion-MNIST model with ``c_init=1e-3`` they
+were 40% of all gradient evaluations, and cutting them short leaves a third fewer evaluations
+and the same median distance. ``abort_early=False`` runs every step.
+
+On the zoo Fashion-MNIST model these departures give a median distance no larger than the
+paper's schedule, with far fewer gradient evaluations (see ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -109,6 +117,9 @@ class CarliniWagner(Attack):
             mom = torch.zeros_like(w)
             vel = torch.zeros_like(w)
             prev = torch.full((m,), math.inf, device=dev, dtype=dt)
+            prev_f = torch.zeros(m, device=dev, dtype=dt)
+            unseen = ~torch.isfinite(best_l2)  # still growing c: no adversarial found yet
+            last_t = 1
             found = torch.zeros(m, dtype=torch.bool, device=dev)
             for t in range(1, self.steps + 1):
                 wi = w[idx].requires_grad_(True)
@@ -138,11 +149,22 @@ class CarliniWagner(Attack):
                     mhat = mom[idx] / (1 - _BETA1**t)
                     vhat = vel[idx] / (1 - _BETA2**t)
                     w[idx] = wi.detach() - self.lr * mhat / (vhat.sqrt() + _ADAM_EPS)
-                    if self.abort_early and t % check_every == 0:
+                    if not self.abort_early:
+                        continue
+                    fd = f.detach()
+                    if t == 1:
+                        prev_f[idx] = fd
+                    elif t % check_every == 0:
                         cur = loss.detach()
                         stalled = cur > 0.9999 * prev[idx]
+                        # Not adversarial, and the margin's recent fall, kept up over the steps
+                        # left, stays short of the boundary: this c is too small.
+                        rate = (prev_f[idx] - fd) / (t - last_t)
+                        hopeless = (fd > 0) & (rate * (self.steps - t) < fd) & unseen[idx]
                         prev[idx] = cur
-                        idx = idx[~stalled]
+                        prev_f[idx] = fd
+                        last_t = t
+                        idx = idx[~(stalled | hopeless)]
                         if len(idx) == 0:
                             break
             global_step += self.steps
