@@ -43,8 +43,13 @@ def main() -> None:
         default=[m for m in ("fmnist-cnn", "fmnist-cnn-adv") if m in rl.zoo.names()],
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--only",
+        help="comma-separated substrings: run only the attacks whose label contains one of them",
+    )
     p.add_argument("--out", default="bench/results/robust_accuracy.json")
     args = p.parse_args()
+    wanted = [w.strip() for w in args.only.split(",")] if args.only else None
     device = torch.device(args.device)
     ds = rl.data.load("fashion-mnist", split="test").subset(args.n, seed=0)
     x, y = ds.x.to(device), ds.y.to(device)
@@ -60,6 +65,13 @@ def main() -> None:
             q.requires_grad_(False)
         with torch.no_grad():
             clean = float((model(x).argmax(1) == y).double().mean())
+        contributions: list[dict[str, int]] = []
+
+        def ensemble(eps: float) -> Tensor:
+            res = rl.attacks.Ensemble.standard(eps=eps)(model, x, y)
+            contributions.append(res.details["contribution"])
+            return res.x_adv
+
         for eps in args.eps:
             runs: dict[str, Callable[[], Tensor]] = {
                 "robustlens PGD-40 (step eps/4)": lambda: (
@@ -72,9 +84,7 @@ def main() -> None:
                 "robustlens APGD-T": lambda: (
                     rl.attacks.APGD(eps=eps, loss="dlr", targets=9)(model, x, y).x_adv
                 ),
-                "robustlens Ensemble.standard": lambda: (
-                    rl.attacks.Ensemble.standard(eps=eps)(model, x, y).x_adv
-                ),
+                "robustlens Ensemble.standard": lambda: ensemble(eps),
             }
             if ta is not None:
                 runs["torchattacks APGD-CE"] = lambda: ta.APGD(
@@ -83,6 +93,8 @@ def main() -> None:
                 runs["torchattacks APGD-T"] = lambda: ta.APGDT(
                     model, eps=eps, steps=100, n_classes=10
                 )(x, y)
+            if wanted is not None:
+                runs = {k: f for k, f in runs.items() if any(w in k for w in wanted)}
             results: dict[str, Tensor] = {}
             for label, fn in runs.items():
                 t0 = time.perf_counter()
@@ -97,9 +109,11 @@ def main() -> None:
                     "robust_accuracy": float(results[label].double().mean()),
                     "seconds": round(seconds, 2),
                 }
+                if label == "robustlens Ensemble.standard":
+                    row["contribution"] = contributions.pop()
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            if ta is not None:
+            if {"torchattacks APGD-CE", "torchattacks APGD-T"} <= results.keys():
                 both = results["torchattacks APGD-CE"] & results["torchattacks APGD-T"]
                 secs = sum(r["seconds"] for r in rows[-2:])
                 rows.append(
@@ -130,6 +144,8 @@ def main() -> None:
             f"| {r['model']} | {r['eps']} | {r['attack']} | {r['clean']:.1%} | "
             f"{r['robust_accuracy']:.1%} | {r['seconds']:.1f} |"
         )
+        if "contribution" in r:
+            print(f"  images each ensemble member fooled first: {r['contribution']}")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,24 @@ def test_preprocessor_rejects_bad_images(name: str) -> None:
         FACTORIES[name]()(torch.full((1, 3, 5, 7), 200.0))
 
 
+def test_attacks_validate_once_not_in_every_defended_forward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The attack checks its images at the entry point; the preprocessors' own range check (one
+    # host synchronisation per forward on a GPU) is skipped inside the attack's step loop.
+    from robustlens.defenses import base
+
+    calls = []
+    real = base.check_images
+    monkeypatch.setattr(base, "check_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ds = rl.data.load("digits")[:8]
+    defended = defend(rl.zoo.load("digits-cnn"), BitDepth(bits=4))
+    defended(ds.x)
+    assert len(calls) == 1  # a direct call validates
+    res = rl.attacks.BPDA(rl.attacks.PGD(eps=0.1, steps=5))(defended, ds.x, ds.y)
+    assert len(calls) == 1 and int(res.queries.max()) > 1
+
+
 def test_blur_is_the_lectures_convolution(x: torch.Tensor) -> None:
     k = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16
     ref = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k.expand(3, 1, 3, 3), groups=3)

@@ -14,12 +14,44 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["batched_logits", "image_json", "inference_mode", "progress", "resolve_device"]
+__all__ = [
+    "batched_logits",
+    "image_json",
+    "inference_mode",
+    "inputs_validated",
+    "progress",
+    "resolve_device",
+    "validated_inputs",
+]
+
+_VALIDATED: ContextVar[bool] = ContextVar("robustlens_inputs_validated", default=False)
+
+
+@contextmanager
+def validated_inputs() -> Iterator[None]:
+    """Mark the images flowing through the model, until the block ends, as already validated.
+
+    An entry point (an attack) checks its images once; every image its step loop builds stays in
+    ``[0, 1]`` by construction. Modules that validate their own input (the defenses'
+    preprocessors) skip the check inside the block, which on a GPU would cost one host
+    synchronisation per forward pass.
+    """
+    token = _VALIDATED.set(True)
+    try:
+        yield
+    finally:
+        _VALIDATED.reset(token)
+
+
+def inputs_validated() -> bool:
+    """Whether the caller runs inside :func:`validated_inputs`."""
+    return _VALIDATED.get()
 
 
 @contextmanager

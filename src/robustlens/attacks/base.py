@@ -24,7 +24,7 @@ from robustlens._checks import (
     check_model,
     check_same_device,
 )
-from robustlens._runtime import inference_mode
+from robustlens._runtime import inference_mode, validated_inputs
 from robustlens.attacks._random import sample_keys
 from robustlens.attacks._steps import Norm, goal_reached, norms
 from robustlens.errors import LabelError, ShapeError
@@ -299,7 +299,7 @@ class Attack(ABC):
         check_images(x, where=where)
         check_same_device(model, x, where=where)
         n = len(x)
-        with inference_mode(model):
+        with inference_mode(model), validated_inputs():
             keep = self._first_gradient_at_x() and x_init is None
             xg = x.detach().requires_grad_(keep)
             with torch.set_grad_enabled(keep):

@@ -72,19 +72,25 @@ def square_side(p: float, height: int, width: int, norm: Norm) -> int:
     """Side of the square covering a fraction ``p`` of an ``height x width`` image.
 
     ``round(sqrt(p * H * W))``, at least 1 (Linf) or at least 3 and odd (L2, as in the paper),
-    and at most ``min(H, W) - 1`` so that the square has more than one position.
+    and at most ``min(H, W) - 1`` so that the square has more than one position. On images too
+    small for that (side 3 or less), L2 falls back to single pixels.
 
     Example:
         >>> square_side(0.8, 28, 28, "linf"), square_side(0.0015625, 28, 28, "linf")
         (25, 1)
         >>> square_side(0.1, 28, 28, "l2"), square_side(0.01, 28, 28, "l2")
         (9, 3)
+        >>> square_side(0.9, 9, 9, "l2"), square_side(0.9, 3, 3, "l2")  # capped, still odd
+        (7, 1)
     """
     s = round(math.sqrt(p * height * width))
     if norm == "l2":
         s = max(s, 3)
         s += 1 - s % 2
-    return max(1, min(s, min(height, width) - 1))
+    s = max(1, min(s, min(height, width) - 1))
+    if norm == "l2" and s % 2 == 0:
+        s -= 1
+    return s
 
 
 def _rectangles(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:

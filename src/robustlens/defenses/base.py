@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlens._checks import check_images, check_model
+from robustlens._runtime import inputs_validated
 from robustlens.errors import ParameterError, ShapeError
 
 __all__ = ["Defended", "Preprocessor", "Probe", "defend", "probe"]
@@ -62,7 +63,9 @@ class Preprocessor(nn.Module):
         return g
 
     def _check(self, x: Tensor) -> Tensor:
-        check_images(x.detach(), where=type(self).__name__)
+        """Validate ``x`` when called directly; an attack's step loop has validated its images."""
+        if not inputs_validated():
+            check_images(x.detach(), where=type(self).__name__)
         return x
 
     def extra_repr(self) -> str:
