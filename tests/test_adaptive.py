@@ -68,6 +68,29 @@ def test_bpda_forward_is_the_real_defense(model: nn.Module, digits) -> None:
     assert float(_input_grad(defended, digits.x, digits.y).abs().sum()) == 0
 
 
+def test_bpda_backward_uses_the_layers_declared_approximation(model: nn.Module, digits) -> None:
+    from robustlens._filters import gaussian_blur
+
+    tvm = TVM(iterations=10)
+    defended = defend(model, tvm)
+    view = bpda_view(defended, digits.x[:2])
+    tvm.reseed()
+    z = tvm(digits.x)  # the forward pass's reconstruction, then the blur's backward
+    xg = digits.x.clone().requires_grad_(True)
+    blurred = gaussian_blur(xg, 1.0)
+    (expected,) = torch.autograd.grad(
+        F.cross_entropy(model(blurred + (z - blurred).detach()), digits.y), xg
+    )
+    tvm.reseed()
+    torch.testing.assert_close(_input_grad(view, digits.x, digits.y), expected)
+    # An explicit approx replaces the declared one: the identity here.
+    plain = bpda_view(defended, digits.x[:2], approx=lambda v: v)
+    zg = z.clone().requires_grad_(True)
+    (identity,) = torch.autograd.grad(F.cross_entropy(model(zg), digits.y), zg)
+    tvm.reseed()
+    torch.testing.assert_close(_input_grad(plain, digits.x, digits.y), identity)
+
+
 def test_bpda_on_users_sequential(model: nn.Module, digits) -> None:
     seq = nn.Sequential(UserRound(), model)
     pgd = PGD(eps=0.3, steps=20)

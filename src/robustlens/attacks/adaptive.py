@@ -4,8 +4,9 @@ Athalye, Carlini and Wagner (2018) showed that most defenses of their day only *
 
 - **BPDA** (backward pass differentiable approximation): a non-differentiable layer ``f`` (JPEG,
   bit-depth reduction, TV minimisation, quilting) runs as itself in the forward pass, and as a
-  differentiable approximation ``g`` (identity by default, since ``f(x) ~ x``) in the backward
-  pass: ``g(x) + stop_gradient(f(x) - g(x))``.
+  differentiable approximation ``g`` in the backward pass: ``g(x) + stop_gradient(f(x) - g(x))``.
+  ``g`` is the identity (``f(x) ~ x``) unless the layer declares a closer one as its
+  ``approximation`` method (TVM does: a one-pixel Gaussian blur) or the attack is given one.
 - **EOT** (expectation over transformation): for a randomized defense, attack the expected
   prediction ``E_t[softmax(f(t(x)))]`` estimated with ``samples`` draws (the lecture's
   expectation of the model's output; the loss is the cross-entropy of that mean, whose gradient
@@ -83,10 +84,11 @@ def _delegate(
 
 
 class StraightThrough(nn.Module):
-    """``layer`` in the forward pass, ``approx`` (identity by default) in the backward pass.
+    """``layer`` in the forward pass, ``approx`` in the backward pass.
 
-    Shape: as ``layer``. A layer returning ``v`` views per image gets ``approx(x)`` repeated ``v``
-    times as its backward path.
+    Without ``approx``, the layer's own ``approximation(x)`` when it declares one (TVM: a blur),
+    else the identity. Shape: as ``layer``. A layer returning ``v`` views per image gets the
+    approximation repeated ``v`` times as its backward path.
     """
 
     def __init__(self, layer: nn.Module, approx: Callable[[Tensor], Tensor] | None = None) -> None:
@@ -97,7 +99,10 @@ class StraightThrough(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             out = self.layer(x)
-        g = x if self.approx is None else self.approx(x)
+        approx = (
+            self.approx if self.approx is not None else getattr(self.layer, "approximation", None)
+        )
+        g = x if approx is None else approx(x)
         if len(out) != len(g) and len(out) % len(g) == 0:
             g = g.repeat_interleave(len(out) // len(g), dim=0)
         if g.shape != out.shape:
@@ -172,6 +177,9 @@ class Wrapper(Attack):
 @dataclass(frozen=True)
 class BPDA(Wrapper):
     """Backward pass differentiable approximation (Athalye et al. 2018) around ``attack``.
+
+    ``approx`` (``x -> x'``, differentiable) stands in for every non-differentiable layer in the
+    backward pass; without it, each layer's declared ``approximation`` or the identity.
 
     Example:
         >>> import robustlens as rl
