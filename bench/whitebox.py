@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -210,6 +211,12 @@ def main() -> None:
     p.add_argument("--skip-peer", action="append", default=[], help="ATTACK:LIBRARY to leave out")
     p.add_argument("--out", default="bench/results/whitebox.json")
     p.add_argument("--merge", action="store_true", help="replace only the rows of --only in --out")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="time each run this many times and report the median (for the one-second attacks)",
+    )
     args = p.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -239,11 +246,15 @@ def main() -> None:
         for lib, fn in runners.items():
             if f"{name}:{lib}" in args.skip_peer:
                 continue
-            x_adv, seconds = timed(lambda fn=fn: fn(model, x, y), device)
+            times = []
+            for _ in range(args.repeat):
+                x_adv, seconds = timed(lambda fn=fn: fn(model, x, y), device)
+                times.append(seconds)
             row = {
                 "attack": name,
                 "library": lib,
-                "seconds": round(seconds, 2),
+                "seconds": round(statistics.median(times), 3),
+                "all_seconds": [round(t, 3) for t in times],
                 **score(model, x, y, x_adv),
             }
             rows.append(row)
@@ -265,6 +276,7 @@ def main() -> None:
         "torch": str(torch.__version__),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "repeat": args.repeat,
         "command": "python bench/whitebox.py " + " ".join(sys.argv[1:]),
     }
     if device.type == "cuda":

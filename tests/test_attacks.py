@@ -116,6 +116,26 @@ def test_attack_contract(name: str, problem: tuple[nn.Module, torch.Tensor, torc
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_attack_in_forward_chunks_equals_one_batch(
+    name: str, problem: tuple[nn.Module, torch.Tensor, torch.Tensor], monkeypatch: Any
+) -> None:
+    """On the CPU the model sees chunks of a large batch; the answer must not change."""
+    model, x, y = problem
+    attack = ATTACKS.create(name, **CONFIGS[name])
+    whole = attack(model, x, y)
+    monkeypatch.setattr(rl._runtime, "CPU_CHUNK_ELEMENTS", 2 * C * H * W)  # two images a chunk
+    assert rl._runtime.chunk_size(x) == 2
+    calls: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+    chunked = attack(model, x, y)
+    hook.remove()
+    assert max(calls) <= 2 * (CONFIGS[name].get("samples", 1))
+    assert torch.allclose(chunked.x_adv, whole.x_adv, atol=1e-9)
+    assert torch.equal(chunked.success, whole.success)
+    assert torch.equal(chunked.queries, whole.queries)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_attack_on_real_model_runs_in_float32(name: str) -> None:
     ds = rl.data.load("digits")[:20]
     res = ATTACKS.create(name, **CONFIGS[name])(rl.zoo.load("digits-cnn"), ds.x, ds.y)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from robustlens.cli import main
 
@@ -132,6 +133,26 @@ def test_train_then_evaluate_checkpoint(tmp_path: Path) -> None:
         == 0
     )
     assert main(["evaluate", "--model", str(ckpt), "--quiet"]) == 0
+
+
+def test_train_init_starts_from_given_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from robustlens.models import read_checkpoint
+
+    base = ["train", "--arch", "linear", "--data", "digits", "--quiet"]
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    assert main([*base, "--epochs", "2", "--out", str(first)]) == 0
+    # A learning rate of 1e-12 leaves the starting weights as they are.
+    argv = [*base, "--epochs", "1", "--lr", "1e-12", "--init", str(first), "--out", str(second)]
+    assert main(argv) == 0
+    a, b = read_checkpoint(first), read_checkpoint(second)
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(b["state_dict"][key], value, atol=1e-6), key
+    assert b["meta"]["init"] == str(first)
+    # Weights of another architecture are refused with the fix.
+    assert main([*base, "--init", "digits-cnn", "--out", str(tmp_path / "c.pt")]) == 2
+    assert "use the same --arch" in capsys.readouterr().err
 
 
 def test_audit_writes_results(tmp_path: Path) -> None:

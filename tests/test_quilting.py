@@ -112,6 +112,23 @@ def test_k1_matches_raster_order_painting(side: int, patch: int, stride: int) ->
     assert torch.equal(q(x), reference(x, q))
 
 
+def test_repeated_patches_are_searched_once_with_the_same_answer(
+    quilt: Quilting, x: Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EOT's copies of an image (and blank background) cost one search per distinct patch."""
+    searched: list[int] = []
+    search_all = quilt._search_all
+    monkeypatch.setattr(quilt, "_search_all", lambda q: searched.append(len(q)) or search_all(q))
+    copies = x.repeat_interleave(3, dim=0)  # (12, 3, 5, 7): 3 copies of 4 images
+    queries = copies.unfold(2, 2, 2).unfold(3, 2, 2).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+    got = quilt._search(queries)
+    assert searched == [len(queries) // 3]
+    want = search_all(queries)
+    # The same neighbours (compared by distance, so that exact ties may pick either patch).
+    dist = [(quilt.database[i] - queries[:, None]).square().sum(2) for i in (got, want)]
+    assert torch.allclose(dist[0], dist[1], atol=1e-6)
+
+
 def test_random_choice_is_among_the_k_nearest() -> None:
     # Tiles (stride == patch): each output tile is a database row among the tile's k nearest.
     x = rand(3, 1, 6, 6, seed=6)

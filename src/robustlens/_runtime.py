@@ -22,6 +22,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "batched_logits",
+    "chunk_size",
+    "chunked_forward",
     "image_json",
     "inference_mode",
     "inputs_validated",
@@ -73,6 +75,43 @@ def inference_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
         for p, flag in grads:
             p.requires_grad_(flag)
+
+
+#: Input elements per forward chunk on the CPU (2**18: 334 Fashion-MNIST images, 85 CIFAR images).
+CPU_CHUNK_ELEMENTS = 1 << 18
+
+
+def chunk_size(x: Tensor) -> int:
+    """How many images of ``x`` one forward pass should take at a time on ``x``'s device.
+
+    On the CPU a forward pass over a large batch allocates activations of hundreds of megabytes,
+    which the allocator maps fresh from the kernel (and page-faults in) at every call; chunks of
+    about ``CPU_CHUNK_ELEMENTS`` input elements reuse memory and ran 1.5 to 2 times faster on the
+    zoo's Fashion-MNIST models. Accelerators take the whole batch.
+
+    Example:
+        >>> chunk_size(torch.zeros(1000, 1, 28, 28))
+        334
+    """
+    if x.device.type != "cpu" or x.ndim == 0:
+        return max(1, len(x))
+    return max(1, CPU_CHUNK_ELEMENTS // max(1, x[0].numel()))
+
+
+def chunked_forward(model: nn.Module | Any, x: Tensor) -> Any:
+    """``model(x)``, computed in chunks of :func:`chunk_size` images and concatenated.
+
+    The same values as one call for any model that treats images independently (every model in
+    eval mode); gradients flow through the concatenation. An output that is not a tensor is
+    returned as one call gives it, for the caller's own checks to report.
+    """
+    size = chunk_size(x)
+    if len(x) <= size:
+        return model(x)
+    outs = [model(part) for part in x.split(size)]
+    if not all(isinstance(o, Tensor) and o.ndim >= 1 for o in outs):
+        return model(x)
+    return torch.cat(outs)
 
 
 def batched_logits(

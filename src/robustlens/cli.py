@@ -133,6 +133,23 @@ def _key_values(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _init_from(model: torch.nn.Module, spec: str) -> None:
+    """Copy the weights of zoo model or checkpoint ``spec`` into ``model`` (same architecture)."""
+    source, _ = _load_model(spec, torch.device("cpu"))
+    ours, theirs = model.state_dict(), source.state_dict()
+    mismatch = sorted(
+        k for k in ours.keys() | theirs.keys()
+        if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape
+    )
+    if mismatch:
+        raise UsageError(
+            f"--init {spec}: its weights do not fit the model being trained (differing: "
+            f"{', '.join(mismatch[:5])}); use the same --arch, --arch-option and normalisation"
+        )
+    model.load_state_dict(theirs)
+    _say(f"starting from the weights of {spec}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from robustlens import data, models
     from robustlens._runtime import resolve_device
@@ -167,6 +184,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     mean, std = channel_stats(train)
     if args.normalize:
         model = models.Normalized(net, mean, std)
+    if args.init is not None:
+        _init_from(model, args.init)
     model = model.to(device)
     _say(f"training {args.arch} on {args.data} ({len(train)} images) on {device}")
     start = time.perf_counter()
@@ -204,6 +223,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "classes": list(train.classes),
         "test_accuracy": res.accuracy,
         "train_seconds": round(seconds, 1),
+        "init": args.init,
         "command": "robustlens " + shlex.join(sys.argv[1:]),
         "config": history.config,
         "history": {
@@ -575,6 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not put the data's mean/std normalisation inside the model",
     )
     tr.add_argument("--val", action="store_true", help="print test accuracy after every epoch")
+    tr.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from the weights of a zoo model or checkpoint of the same architecture "
+        "(adversarial fine-tuning of a standard model)",
+    )
     adv = tr.add_argument_group("adversarial training")
     adv.add_argument(
         "--adversarial",

@@ -234,7 +234,7 @@ class APGD(Attack):
         offset = 0
         if self.targets is not None and run.target is None:
             with torch.no_grad():
-                logits = run.model(run.x)
+                logits = run.forward(run.x)
             k = logits.shape[1]
             if k < 4:
                 raise ParameterError(f"APGD-T: the targeted DLR loss needs >= 4 classes, got {k}")

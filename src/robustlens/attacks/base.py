@@ -24,7 +24,7 @@ from robustlens._checks import (
     check_model,
     check_same_device,
 )
-from robustlens._runtime import inference_mode, validated_inputs
+from robustlens._runtime import chunked_forward, inference_mode, validated_inputs
 from robustlens.attacks._random import sample_keys
 from robustlens.attacks._steps import Norm, goal_reached, norms
 from robustlens.errors import LabelError, ShapeError
@@ -95,10 +95,18 @@ class Run:
         self.gradients += 1
         return logits[idx].detach(), value.detach(), grad
 
+    def forward(self, x: Tensor) -> Tensor:
+        """``model(x)``, in chunks sized for the device (:func:`~robustlens._runtime.chunk_size`).
+
+        Attacks call the model through this method; it counts nothing (callers do).
+        """
+        out: Tensor = chunked_forward(self.model, x)
+        return out
+
     def logits(self, x: Tensor, idx: Tensor) -> Tensor:
         """Forward pass without gradient on the samples ``idx``."""
         with torch.no_grad():
-            out = self.model(x)
+            out = self.forward(x)
         self.queries[idx] += 1
         return out
 
@@ -108,7 +116,7 @@ class Run:
         """``(logits, objective (M',), d objective / d x)`` at ``x`` for the samples ``idx``."""
         xg = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            out = self.model(xg)
+            out = self.forward(xg)
             value = objective(out)
             # A model whose output does not depend on x through autograd (a JPEG layer, say)
             # gives a zero gradient: the attack stalls, as it would against the real defense.
@@ -303,7 +311,7 @@ class Attack(ABC):
             keep = self._first_gradient_at_x() and x_init is None
             xg = x.detach().requires_grad_(keep)
             with torch.set_grad_enabled(keep):
-                logits = check_logits(model(xg), n, where=where)
+                logits = check_logits(chunked_forward(model, xg), n, where=where)
             if keep and not logits.requires_grad:
                 keep = False  # the output does not depend on x through autograd
             k = logits.shape[1]
@@ -359,7 +367,7 @@ class Attack(ABC):
                 known = run.pred_adv
                 if known is None or bool((known < 0).any()):
                     with torch.no_grad():
-                        known = model(adv_sub).argmax(1)
+                        known = chunked_forward(model, adv_sub).argmax(1)
                     queries[idx] += 1  # the verification pass is a query like any other
                 pred_adv[idx] = known
         success = attacked & (pred_adv != y if target is None else pred_adv == target)

@@ -125,7 +125,7 @@ class CarliniWagner(Attack):
                 wi = w[idx].requires_grad_(True)
                 with torch.enable_grad():
                     xa = _to_x(wi)
-                    logits = run.model(xa)
+                    logits = run.forward(xa)
                     l2sq = (xa - x0[idx]).flatten(1).pow(2).sum(1)
                     f = (sign * margin(logits, label[idx])).clamp_min(-self.kappa)
                     loss = l2sq + c[idx] * f

@@ -37,7 +37,7 @@ def candidate_gradients(
     m, j = cand.shape
     xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = run.model(xg)
+        logits = run.forward(xg)
         k = logits.shape[1]
         # One-hot rows e_c - e_label for every (sample, candidate): (J, M, K).
         sel = torch.zeros(j, m, k, device=x.device, dtype=logits.dtype)
@@ -69,7 +69,7 @@ def _replicated(run: Run, x: Tensor, sel: Tensor) -> Tensor:
         .requires_grad_(True)
     )
     with torch.enable_grad():
-        out = run.model(xr)
+        out = run.forward(xr)
         (g,) = torch.autograd.grad((out * sel.reshape(j * m, -1)).sum(), xr)
     return g.view(j, m, *x.shape[1:]).transpose(0, 1)
 
@@ -108,7 +108,7 @@ class DeepFool(Attack):
         x0, y = run.x, run.y
         m = len(x0)
         with torch.no_grad():
-            logits0 = run.model(x0)
+            logits0 = run.forward(x0)
         k = logits0.shape[1]
         if run.target is not None:
             cand = run.target[:, None]

@@ -408,7 +408,20 @@ class Quilting(Preprocessor):
         return out.to(x.dtype)
 
     def _search(self, queries: Tensor) -> Tensor:
-        """Indices ``(Q, k)`` of the ``k`` nearest database patches of each query."""
+        """Indices ``(Q, k)`` of the ``k`` nearest database patches of each query.
+
+        On the CPU each distinct patch is searched once: the blank background of most images, and
+        the copies of an image that EOT feeds in one call (``samples`` per image), cost one search.
+        (On an accelerator finding the distinct patches would cost a host synchronisation per
+        call, more than the search it saves.)
+        """
+        if queries.device.type == "cpu" and len(queries) > 1:
+            distinct, inverse = torch.unique(queries, dim=0, return_inverse=True)
+            if len(distinct) < len(queries):
+                return self._search_all(distinct)[inverse]
+        return self._search_all(queries)
+
+    def _search_all(self, queries: Tensor) -> Tensor:
         if self.backend != "faiss":
             return _knn(
                 queries, self.database, self.k, chunk=self.chunk, database_norms=self.database_norms
