@@ -138,7 +138,8 @@ def _init_from(model: torch.nn.Module, spec: str) -> None:
     source, _ = _load_model(spec, torch.device("cpu"))
     ours, theirs = model.state_dict(), source.state_dict()
     mismatch = sorted(
-        k for k in ours.keys() | theirs.keys()
+        k
+        for k in ours.keys() | theirs.keys()
         if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape
     )
     if mismatch:
