@@ -239,7 +239,7 @@ class APGD(Attack):
             if k < 4:
                 raise ParameterError(f"APGD-T: the targeted DLR loss needs >= 4 classes, got {k}")
             order = logits.scatter(1, run.y[:, None], -math.inf).argsort(1, descending=True)
-            plans = [order[:, j] for j in range(min(self.targets, k - 1))]
+            plans: list[Tensor | None] = [order[:, j] for j in range(min(self.targets, k - 1))]
         else:
             plans = [run.target]
         for target in plans:
