@@ -129,7 +129,7 @@ def test_attack_in_forward_chunks_equals_one_batch(
     hook = model.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
     chunked = attack(model, x, y)
     hook.remove()
-    assert max(calls) <= 2 * (CONFIGS[name].get("samples", 1))
+    assert max(calls) <= 2
     assert torch.allclose(chunked.x_adv, whole.x_adv, atol=1e-9)
     assert torch.equal(chunked.success, whole.success)
     assert torch.equal(chunked.queries, whole.queries)
