@@ -220,8 +220,25 @@ def test_cw_abort_early_saves_steps_without_losing_distance() -> None:
     cw = CarliniWagner(steps=200, search_steps=9, c_init=1e-4)
     fast, full = cw(net, x, y), dataclasses.replace(cw, abort_early=False)(net, x, y)
     assert fast.success_rate == full.success_rate == 1.0
-    assert int(fast.gradients.sum()) < 0.6 * int(full.gradients.sum())
+    assert int(fast.gradients.sum()) < 0.5 * int(full.gradients.sum())  # measured: 0.43
     assert torch.allclose(fast.l2, _exact_distance(net, x, y), rtol=0.05)
+
+
+def test_cw_abort_early_keeps_the_full_schedules_distance_on_a_cnn() -> None:
+    # The linear test above cannot see a rule that quits a search step before the image is
+    # fooled: on a CNN that mislabels c as too small and lands farther away. The removed
+    # "projected margin" rule gave a median 3.8% above the full schedule here, the paper's
+    # stalled-loss rule 1.4%.
+    model = rl.zoo.load("digits-cnn")
+    ds = rl.data.load("digits", split="test")[:64]
+    cw = CarliniWagner()
+    fast, full = (
+        cw(model, ds.x, ds.y),
+        dataclasses.replace(cw, abort_early=False)(model, ds.x, ds.y),
+    )
+    both = fast.success & full.success & fast.attacked
+    assert both.sum() >= 60
+    assert fast.l2[both].median() <= 1.025 * full.l2[both].median()
 
 
 def test_cw_margin_correct_when_all_logits_negative() -> None:
