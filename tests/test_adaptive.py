@@ -68,27 +68,79 @@ def test_bpda_forward_is_the_real_defense(model: nn.Module, digits) -> None:
     assert float(_input_grad(defended, digits.x, digits.y).abs().sum()) == 0
 
 
+class UserBlurredRound(nn.Module):
+    """A user's rounding layer that declares a blur as its BPDA approximation."""
+
+    differentiable = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x.detach() * 3) / 3
+
+    def approximation(self, x: torch.Tensor) -> torch.Tensor:
+        from robustlens._filters import gaussian_blur
+
+        return gaussian_blur(x, 1.0)
+
+
 def test_bpda_backward_uses_the_layers_declared_approximation(model: nn.Module, digits) -> None:
     from robustlens._filters import gaussian_blur
 
-    tvm = TVM(iterations=10)
-    defended = defend(model, tvm)
-    view = bpda_view(defended, digits.x[:2])
-    tvm.reseed()
-    z = tvm(digits.x)  # the forward pass's reconstruction, then the blur's backward
+    layer = UserBlurredRound()
+    view = bpda_view(defend(model, layer), digits.x[:2])
+    z = layer(digits.x)
     xg = digits.x.clone().requires_grad_(True)
     blurred = gaussian_blur(xg, 1.0)
     (expected,) = torch.autograd.grad(
         F.cross_entropy(model(blurred + (z - blurred).detach()), digits.y), xg
     )
-    tvm.reseed()
     torch.testing.assert_close(_input_grad(view, digits.x, digits.y), expected)
     # An explicit approx replaces the declared one: the identity here.
-    plain = bpda_view(defended, digits.x[:2], approx=lambda v: v)
+    plain = bpda_view(defend(model, layer), digits.x[:2], approx=lambda v: v)
     zg = z.clone().requires_grad_(True)
     (identity,) = torch.autograd.grad(F.cross_entropy(model(zg), digits.y), zg)
-    tvm.reseed()
     torch.testing.assert_close(_input_grad(plain, digits.x, digits.y), identity)
+
+
+def test_tvm_bpda_is_its_forward_pass_with_the_solutions_gradient(model, digits) -> None:
+    """TVM's straight_through: the forward pass's very output (same draw), and a vector-Jacobian
+    product that matches central differences of the converged solver, where the identity's
+    misses by more than the product itself."""
+    tvm = TVM(iterations=2000, unrolled=200, seed=3)
+    z = tvm(digits.x)
+    view = bpda_view(defend(model, tvm), digits.x[:2])
+    tvm.reseed()
+    torch.testing.assert_close(view.preprocessors[0](digits.x), z, rtol=0, atol=0)
+
+    x = 0.01 + 0.98 * digits.x[:8].double()  # room for the finite differences in [0, 1]
+    tvm.reseed()
+    xg = x.clone().requires_grad_(True)
+    u, v = torch.randn(2, *x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    (grad,) = torch.autograd.grad((tvm.straight_through(xg) * u).sum(), xg)
+    vjp = (grad * v).sum((1, 2, 3))
+    h = 1e-4
+    tvm.reseed()
+    plus = tvm(x + h * v)
+    tvm.reseed()
+    minus = tvm(x - h * v)
+    exact = ((plus - minus) / (2 * h) * u).sum((1, 2, 3))
+    assert float(((vjp - exact).abs() / exact.abs()).median()) < 0.05
+    identity = (u * v).sum((1, 2, 3))
+    assert float(((identity - exact).abs() / exact.abs()).median()) > 1.0
+
+
+def test_bpda_rejects_a_straight_through_cut_from_autograd(model, digits) -> None:
+    class Broken(nn.Module):
+        differentiable = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.detach()
+
+        def straight_through(self, x: torch.Tensor) -> torch.Tensor:
+            return x.detach()
+
+    view = bpda_view(defend(model, Broken()), digits.x[:2])
+    with pytest.raises(ParameterError, match="straight_through.*autograd connects"):
+        _input_grad(view, digits.x, digits.y)
 
 
 def test_bpda_on_users_sequential(model: nn.Module, digits) -> None:

@@ -5,8 +5,10 @@ Athalye, Carlini and Wagner (2018) showed that most defenses of their day only *
 - **BPDA** (backward pass differentiable approximation): a non-differentiable layer ``f`` (JPEG,
   bit-depth reduction, TV minimisation, quilting) runs as itself in the forward pass, and as a
   differentiable approximation ``g`` in the backward pass: ``g(x) + stop_gradient(f(x) - g(x))``.
-  ``g`` is the identity (``f(x) ~ x``) unless the layer declares a closer one as its
-  ``approximation`` method (TVM does: a one-pixel Gaussian blur) or the attack is given one.
+  ``g`` is the identity (``f(x) ~ x``) unless the attack is given one, or the layer declares a
+  closer one: an ``approximation(x)`` method, or a ``straight_through(x)`` method that returns
+  ``f(x)`` itself with the gradient of an approximation sharing the forward pass's random draw
+  (TVM's: the TV solver's fixed point, differentiated through steps unrolled from the solution).
 - **EOT** (expectation over transformation): for a randomized defense, attack the expected
   prediction ``E_t[softmax(f(t(x)))]`` estimated with ``samples`` draws (the lecture's
   expectation of the model's output; the loss is the cross-entropy of that mean, whose gradient
@@ -86,9 +88,9 @@ def _delegate(
 class StraightThrough(nn.Module):
     """``layer`` in the forward pass, ``approx`` in the backward pass.
 
-    Without ``approx``, the layer's own ``approximation(x)`` when it declares one (TVM: a blur),
-    else the identity. Shape: as ``layer``. A layer returning ``v`` views per image gets the
-    approximation repeated ``v`` times as its backward path.
+    Without ``approx``, the layer's own ``straight_through(x)`` when it declares one (TVM), else
+    its ``approximation(x)``, else the identity. Shape: as ``layer``. A layer returning ``v``
+    views per image gets the approximation repeated ``v`` times as its backward path.
     """
 
     def __init__(self, layer: nn.Module, approx: Callable[[Tensor], Tensor] | None = None) -> None:
@@ -97,6 +99,16 @@ class StraightThrough(nn.Module):
         self.approx = approx
 
     def forward(self, x: Tensor) -> Tensor:
+        own = getattr(self.layer, "straight_through", None)
+        if self.approx is None and callable(own):
+            out = own(x)
+            if not isinstance(out, Tensor) or (x.requires_grad and not out.requires_grad):
+                raise ParameterError(
+                    f"BPDA: {type(self.layer).__name__}.straight_through(x) must return the "
+                    "layer's output as a tensor that autograd connects to x (for example "
+                    "g + (layer(x) - g).detach() with g differentiable); fix it, or pass approx="
+                )
+            return out
         with torch.no_grad():
             out = self.layer(x)
         approx = (
