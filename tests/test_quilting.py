@@ -118,12 +118,14 @@ def test_repeated_patches_are_searched_once_with_the_same_answer(
     """EOT's copies of an image (and blank background) cost one search per distinct patch."""
     searched: list[int] = []
     search_all = quilt._search_all
-    monkeypatch.setattr(quilt, "_search_all", lambda q: searched.append(len(q)) or search_all(q))
+    monkeypatch.setattr(
+        quilt, "_search_all", lambda q, k: searched.append(len(q)) or search_all(q, k)
+    )
     copies = x.repeat_interleave(3, dim=0)  # (12, 3, 5, 7): 3 copies of 4 images
     queries = copies.unfold(2, 2, 2).unfold(3, 2, 2).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
-    got = quilt._search(queries)
+    got = quilt._search(queries, quilt.k)
     assert searched == [len(queries) // 3]
-    want = search_all(queries)
+    want = search_all(queries, quilt.k)
     # The same neighbours (compared by distance, so that exact ties may pick either patch).
     dist = [(quilt.database[i] - queries[:, None]).square().sum(2) for i in (got, want)]
     assert torch.allclose(dist[0], dist[1], atol=1e-6)
@@ -391,3 +393,64 @@ def test_cuda_follows_the_input(quilt: Quilting, x: Tensor) -> None:
     assert out.device.type == "cuda" and out.shape == x.shape
     tiles = out.cpu().unfold(2, 2, 2).unfold(3, 2, 2).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
     assert (tiles[:, None] == quilt.database[None]).all(2).any(1).all()
+
+
+# --------------------------------------------------------------------------- BPDA's soft quilt
+
+
+def test_straight_through_is_the_forward_pass_with_the_soft_quilts_gradient(
+    quilt: Quilting, x: Tensor
+) -> None:
+    out = quilt(x)
+    quilt.reseed()
+    xg = x.clone().requires_grad_(True)
+    bpda = quilt.straight_through(xg)
+    torch.testing.assert_close(bpda, out)  # the same draw (up to g + (out - g) rounding)
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    (grad,) = torch.autograd.grad((bpda * weights).sum(), xg)
+
+    # Closed form for one tile: sum_j w_j d_j over its candidates, w = softmax(-|q - d_j|^2 / T).
+    q = x[:1, :, :2, :2].reshape(1, -1).clone().requires_grad_(True)
+    d = quilt.database
+    nearest = torch.cdist(q.detach(), d).topk(quilt.bpda_candidates, largest=False).indices[0]
+    d2 = (q - d[nearest]).square().sum(1)
+    w = torch.softmax(-d2 / (quilt.bpda_temperature * d2.detach().mean()), dim=0)
+    soft = (w[:, None] * d[nearest]).sum(0)
+    # The tile at (0, 0) is the only one covering the image's first 2x2 pixels.
+    (expected,) = torch.autograd.grad((soft * weights[0, :, :2, :2].reshape(-1)).sum(), q)
+    torch.testing.assert_close(grad[0, :, :2, :2].reshape(-1), expected[0], rtol=1e-4, atol=1e-6)
+
+
+def test_bpda_through_quilting_beats_the_identity_backward_pass() -> None:
+    """On Fashion-MNIST 5x5 patches, quilting changes an image far more than a perturbation does,
+    and the identity's gradient asks for pixel changes it discards; the soft quilt's gradient
+    leaves clearly fewer images robust (measured: 15% against 28%)."""
+    import robustlens as rl
+    from robustlens.attacks import BPDA, EOT, PGD
+    from robustlens.defenses import defend
+
+    ds = rl.data.load("fashion-mnist", split="test")[:48]
+    train = rl.data.load("fashion-mnist", split="train")[:2000]
+    defended = defend(
+        rl.zoo.load("fmnist-cnn"), Quilting.from_images(train.x, patch=5, k=10, size=20_000)
+    )
+    attack = EOT(PGD(eps=0.1, steps=20), samples=4)
+    runs = (
+        BPDA(attack)(defended, ds.x, ds.y),
+        BPDA(attack, approx=lambda v: v)(defended, ds.x, ds.y),
+    )
+    with torch.no_grad():  # each image judged on three fresh draws
+        kept = [
+            float(sum((defended(r.x_adv).argmax(1) == ds.y).double().mean() for _ in range(3)) / 3)
+            for r in runs
+        ]
+    assert kept[0] < kept[1] - 0.06, kept
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"bpda_candidates": 0}, "bpda_candidates"), ({"bpda_temperature": 0.0}, "bpda_temperature")],
+)
+def test_bpda_parameters_are_checked(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        Quilting(rand(30, 1, 2, 2), stride=2, **kwargs)  # type: ignore[arg-type]
