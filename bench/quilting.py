@@ -52,12 +52,8 @@ def run(quilt: Quilting, x: Tensor, batch: int) -> tuple[Tensor, float]:
 
 def neighbour_distances(quilt: Quilting, x: Tensor) -> Tensor:
     """Sorted true squared distances (float64) of the k neighbours the backend finds for ``x``."""
-    p = quilt.patch
-    views = x.unfold(2, p, 1).unfold(3, p, 1)
-    r = torch.tensor(grid(x.shape[2], p, quilt.stride), device=x.device)
-    c = torch.tensor(grid(x.shape[3], p, quilt.stride), device=x.device)
-    queries = views[:, :, r[:, None], c[None, :]].permute(0, 2, 3, 1, 4, 5).flatten(3).flatten(0, 2)
-    found = quilt.database[quilt._search(queries)].double()  # (Q, k, D)
+    queries = quilt._queries(x)[0]
+    found = quilt.database[quilt._search(queries, quilt.k)].double()  # (Q, k, D)
     return (queries.double()[:, None] - found).square().sum(2).sort(1).values
 
 
