@@ -187,3 +187,15 @@ def test_tv_divergence_is_minus_the_adjoint_of_the_gradient() -> None:
     assert float((gx * px + gy * py).sum() + (z * _div(px, py)).sum()) == pytest.approx(
         0, abs=1e-10
     )
+
+
+@pytest.mark.parametrize("kwargs", [{"unrolled": 0}, {"iterations": 0}, {"unrolled": 2.5}])
+def test_tvm_rejects_bad_iteration_counts(kwargs: dict[str, object]) -> None:
+    (name,) = kwargs
+    with pytest.raises(ParameterError, match=f"'{name}' must be an int >= 1"):
+        TVM(**kwargs)  # type: ignore[arg-type]
+
+
+def test_tvm_repr_names_non_default_solver_settings() -> None:
+    assert repr(TVM()) == "TVM(drop=0.5, weight=0.03, seed=0)"
+    assert "unrolled=5" in repr(TVM(unrolled=5)) and "iterations=30" in repr(TVM(iterations=30))

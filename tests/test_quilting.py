@@ -449,8 +449,33 @@ def test_bpda_through_quilting_beats_the_identity_backward_pass() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"bpda_candidates": 0}, "bpda_candidates"), ({"bpda_temperature": 0.0}, "bpda_temperature")],
+    [
+        ({"bpda_candidates": 0}, "bpda_candidates"),
+        ({"bpda_temperature": 0.0}, "bpda_temperature"),
+        ({"bpda_temperature": float("nan")}, "bpda_temperature"),
+        ({"bpda_temperature": True}, "bpda_temperature"),
+    ],
 )
 def test_bpda_parameters_are_checked(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ParameterError, match=match):
         Quilting(rand(30, 1, 2, 2), stride=2, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("candidates", [2, 500])
+def test_soft_quilt_uses_the_candidates_asked_for_up_to_the_database(
+    x: Tensor, candidates: int
+) -> None:
+    """Fewer candidates than k: the soft quilt uses that many; more than the database: all of it."""
+    db = rand(300, 3, 2, 2, seed=2)
+    quilt = Quilting(db, stride=2, k=5, chunk=7, bpda_candidates=candidates, bpda_temperature=0.5)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(quilt.straight_through(xg).sum(), xg)
+    q = x[:1, :, :2, :2].reshape(1, -1).clone().requires_grad_(True)
+    used = min(candidates, len(db))
+    nearest = torch.cdist(q.detach(), quilt.database).topk(used, largest=False).indices[0]
+    d = quilt.database[nearest]
+    d2 = (q - d).square().sum(1)
+    soft = (torch.softmax(-d2 / (0.5 * d2.detach().mean()), dim=0)[:, None] * d).sum(0)
+    (expected,) = torch.autograd.grad(soft.sum(), q)
+    torch.testing.assert_close(grad[0, :, :2, :2].reshape(-1), expected[0], rtol=1e-4, atol=1e-6)
+    assert "bpda_candidates=" in repr(quilt)

@@ -88,7 +88,8 @@ def _delegate(
 class StraightThrough(nn.Module):
     """``layer`` in the forward pass, ``approx`` in the backward pass.
 
-    Without ``approx``, the layer's own ``straight_through(x)`` when it declares one (TVM), else
+    Without ``approx``, the layer's own ``straight_through(x)`` when it declares one (TVM,
+    Quilting), else
     its ``approximation(x)``, else the identity. Shape: as ``layer``. A layer returning ``v``
     views per image gets the approximation repeated ``v`` times as its backward path.
     """
@@ -99,10 +100,13 @@ class StraightThrough(nn.Module):
         self.approx = approx
 
     def forward(self, x: Tensor) -> Tensor:
+        if not (torch.is_grad_enabled() and x.requires_grad):  # no gradient asked for
+            with torch.no_grad():
+                return self.layer(x)
         own = getattr(self.layer, "straight_through", None)
         if self.approx is None and callable(own):
             out = own(x)
-            if not isinstance(out, Tensor) or (x.requires_grad and not out.requires_grad):
+            if not isinstance(out, Tensor) or not out.requires_grad:
                 raise ParameterError(
                     f"BPDA: {type(self.layer).__name__}.straight_through(x) must return the "
                     "layer's output as a tensor that autograd connects to x (for example "
@@ -191,7 +195,8 @@ class BPDA(Wrapper):
     """Backward pass differentiable approximation (Athalye et al. 2018) around ``attack``.
 
     ``approx`` (``x -> x'``, differentiable) stands in for every non-differentiable layer in the
-    backward pass; without it, each layer's declared ``approximation`` or the identity.
+    backward pass; without it, each layer's declared ``straight_through`` or ``approximation``,
+    or the identity.
 
     Example:
         >>> import robustlens as rl

@@ -228,10 +228,62 @@ class _Layout:
         n, c, p, nr, nc = self.n, self.c, self.p, len(self.rows), len(self.cols)
         # Tiles side by side: tiled[n, ch, i * p + a, j * p + b] = patch (i, j) at (ch, a, b).
         tiled = (
-            patches.view(n, nr, nc, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, nr * p, nc * p)
+            patches.reshape(n, nr, nc, c, p, p)
+            .permute(0, 3, 1, 4, 2, 5)
+            .reshape(n, c, nr * p, nc * p)
         )
         out = tiled.index_select(2, _painter(self.h, p, self.rows, self.device))
         return out.index_select(3, _painter(self.w, p, self.cols, self.device))
+
+
+class _SoftQuilt(torch.autograd.Function):
+    """``g = sum_j w_j d_j`` per query over its candidate patches ``d_j``, with
+    ``w = softmax(-||q - d_j||^2 / T)`` and ``T = temperature * mean_j ||q - d_j||^2`` (held
+    constant in the backward pass).
+
+    The vector-Jacobian product is ``(2 / T) sum_j w_j (u . (d_j - g)) (d_j - g)``. Both passes
+    gather the candidates ``chunk`` queries at a time; only the indices, weights and ``T`` are
+    saved between them.
+
+    Shape: queries (Q, D), database (M, D), neighbours (Q, B) -> (Q, D).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        queries: Tensor,
+        database: Tensor,
+        neighbours: Tensor,
+        temperature: float,
+        chunk: int,
+    ) -> Tensor:
+        out = torch.empty_like(queries)
+        weights = queries.new_empty(neighbours.shape)
+        scale = queries.new_empty(len(queries), 1)
+        for i in range(0, len(queries), chunk):
+            q = queries[i : i + chunk]
+            d = database[neighbours[i : i + chunk]].to(q.dtype)  # (c, B, D)
+            d2 = (q.square().sum(1, keepdim=True) - 2 * torch.einsum("qd,qbd->qb", q, d)).add_(
+                d.square().sum(2)
+            )
+            t = temperature * d2.mean(1, keepdim=True).clamp_min(1e-6)
+            w = torch.softmax(-d2 / t, dim=1)
+            out[i : i + chunk] = torch.einsum("qb,qbd->qd", w, d)
+            weights[i : i + chunk], scale[i : i + chunk] = w, t
+        ctx.save_for_backward(database, neighbours, weights, scale, out)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+        database, neighbours, weights, scale, out = ctx.saved_tensors
+        result = torch.empty_like(grad)
+        for i in range(0, len(grad), ctx.chunk):
+            sl = slice(i, i + ctx.chunk)
+            centred = database[neighbours[sl]].to(grad.dtype) - out[sl].unsqueeze(1)  # (c, B, D)
+            coef = weights[sl] * torch.einsum("qd,qbd->qb", grad[sl], centred)
+            result[sl] = torch.einsum("qb,qbd->qd", coef, centred) * (2 / scale[sl])
+        return result, None, None, None, None
 
 
 # --------------------------------------------------------------------------- the defense
@@ -429,7 +481,10 @@ class Quilting(Preprocessor):
         attack towards the database patches whose substitution raises the loss, the only way a
         perturbation changes a quilted image (the identity's gradient asks for pixel changes that
         quilting discards); on Fashion-MNIST it leaves about half the identity's robust accuracy
-        under the same attack (``docs/benchmarks.md``).
+        under the same attack (``docs/benchmarks.md``). The value is :meth:`forward`'s up to ties
+        between equally distant database patches, which the wider search may order differently.
+        Memory stays bounded: the candidates are gathered in blocks of ``chunk`` queries, in the
+        forward and again in the backward pass, which saves only their indices and weights.
 
         Shape: (N, C, H, W) -> (N, C, H, W).
         """
@@ -438,11 +493,14 @@ class Quilting(Preprocessor):
         with torch.no_grad():
             neighbours = self._search(queries.detach(), big)  # (Q, big), nearest first
             out = layout.paint(self.database[self._pick(neighbours[:, : self.k])])
-        candidates = self.database[neighbours].to(x.dtype)  # (Q, big, D)
-        d2 = (queries.unsqueeze(1) - candidates).square().sum(2)  # (Q, big)
-        scale = self.bpda_temperature * d2.detach().mean(1, keepdim=True).clamp_min(1e-6)
-        weights = torch.softmax(-d2 / scale, dim=1)
-        g = layout.paint(torch.einsum("qb,qbd->qd", weights, candidates))
+        soft = _SoftQuilt.apply(
+            queries,
+            self.database,
+            neighbours[:, : min(self.bpda_candidates, big)],
+            self.bpda_temperature,
+            self.chunk,
+        )
+        g = layout.paint(soft)
         return g + (out.to(x.dtype) - g).detach()
 
     def _queries(self, x: Tensor) -> tuple[Tensor, _Layout]:
@@ -541,9 +599,12 @@ class Quilting(Preprocessor):
     def extra_repr(self) -> str:
         m = self.database.shape[0]
         p = self.patch
+        bpda = ""
+        if (self.bpda_candidates, self.bpda_temperature) != (50, 1.0):
+            bpda = f", bpda_candidates={self.bpda_candidates}, bpda_temperature={self.bpda_temperature}"
         return (
             f"database={m}x{self.channels}x{p}x{p}, stride={self.stride}, k={self.k}, "
-            f"backend={self.backend!r}, seed={self.seed}"
+            f"backend={self.backend!r}{bpda}, seed={self.seed}"
         )
 
 

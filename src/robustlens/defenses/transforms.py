@@ -358,4 +358,6 @@ class TVM(Preprocessor):
         return g + (z.clamp(0, 1) - g).detach()
 
     def extra_repr(self) -> str:
-        return f"drop={self.drop}, weight={self.weight}, seed={self.seed}"
+        extra = "" if self.iterations == 100 else f", iterations={self.iterations}"
+        extra += "" if self.unrolled == 20 else f", unrolled={self.unrolled}"
+        return f"drop={self.drop}, weight={self.weight}{extra}, seed={self.seed}"
