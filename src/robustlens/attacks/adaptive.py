@@ -8,7 +8,8 @@ Athalye, Carlini and Wagner (2018) showed that most defenses of their day only *
   ``g`` is the identity (``f(x) ~ x``) unless the attack is given one, or the layer declares a
   closer one: an ``approximation(x)`` method, or a ``straight_through(x)`` method that returns
   ``f(x)`` itself with the gradient of an approximation sharing the forward pass's random draw
-  (TVM's: the TV solver's fixed point, differentiated through steps unrolled from the solution).
+  (TVM's: the TV solver's fixed point, differentiated through steps unrolled from the solution;
+  Quilting's: a softmax-weighted quilt of each patch's nearest database patches).
 - **EOT** (expectation over transformation): for a randomized defense, attack the expected
   prediction ``E_t[softmax(f(t(x)))]`` estimated with ``samples`` draws (the lecture's
   expectation of the model's output; the loss is the cross-entropy of that mean, whose gradient
@@ -89,9 +90,9 @@ class StraightThrough(nn.Module):
     """``layer`` in the forward pass, ``approx`` in the backward pass.
 
     Without ``approx``, the layer's own ``straight_through(x)`` when it declares one (TVM,
-    Quilting), else
-    its ``approximation(x)``, else the identity. Shape: as ``layer``. A layer returning ``v``
-    views per image gets the approximation repeated ``v`` times as its backward path.
+    Quilting), else its ``approximation(x)``, else the identity. Shape: as ``layer``. A layer
+    returning ``v`` views per image gets the approximation repeated ``v`` times as its backward
+    path. Without autograd (or an input that needs no gradient) it is ``layer`` itself.
     """
 
     def __init__(self, layer: nn.Module, approx: Callable[[Tensor], Tensor] | None = None) -> None:
