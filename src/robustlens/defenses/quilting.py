@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from robustlens._checks import check_at_least, check_choice, check_images
+from robustlens._checks import check_at_least, check_choice, check_images, check_positive
 from robustlens.defenses.base import Preprocessor
 from robustlens.errors import DeviceError, DTypeError, ParameterError, ShapeError
 
@@ -245,7 +245,8 @@ class _SoftQuilt(torch.autograd.Function):
     gather the candidates ``chunk`` queries at a time; only the indices, weights and ``T`` are
     saved between them.
 
-    Shape: queries (Q, D), database (M, D), neighbours (Q, B) -> (Q, D).
+    Shape: queries (Q, D), database (M, D), norms (M,) its squared row norms, neighbours (Q, B)
+    -> (Q, D).
     """
 
     @staticmethod
@@ -253,6 +254,7 @@ class _SoftQuilt(torch.autograd.Function):
         ctx: Any,
         queries: Tensor,
         database: Tensor,
+        norms: Tensor,
         neighbours: Tensor,
         temperature: float,
         chunk: int,
@@ -263,9 +265,8 @@ class _SoftQuilt(torch.autograd.Function):
         for i in range(0, len(queries), chunk):
             q = queries[i : i + chunk]
             d = database[neighbours[i : i + chunk]].to(q.dtype)  # (c, B, D)
-            d2 = (q.square().sum(1, keepdim=True) - 2 * torch.einsum("qd,qbd->qb", q, d)).add_(
-                d.square().sum(2)
-            )
+            d2 = q.square().sum(1, keepdim=True) - 2 * torch.einsum("qd,qbd->qb", q, d)
+            d2 = d2 + norms[neighbours[i : i + chunk]].to(q.dtype)
             t = temperature * d2.mean(1, keepdim=True).clamp_min(1e-6)
             w = torch.softmax(-d2 / t, dim=1)
             out[i : i + chunk] = torch.einsum("qb,qbd->qd", w, d)
@@ -275,7 +276,7 @@ class _SoftQuilt(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None, None]:
         database, neighbours, weights, scale, out = ctx.saved_tensors
         result = torch.empty_like(grad)
         for i in range(0, len(grad), ctx.chunk):
@@ -283,7 +284,7 @@ class _SoftQuilt(torch.autograd.Function):
             centred = database[neighbours[sl]].to(grad.dtype) - out[sl].unsqueeze(1)  # (c, B, D)
             coef = weights[sl] * torch.einsum("qd,qbd->qb", grad[sl], centred)
             result[sl] = torch.einsum("qb,qbd->qd", coef, centred) * (2 / scale[sl])
-        return result, None, None, None, None
+        return result, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------- the defense
@@ -363,14 +364,7 @@ class Quilting(Preprocessor):
         check_at_least(self, "k", 1)
         check_at_least(self, "chunk", 1)
         check_at_least(self, "bpda_candidates", 1)
-        if (
-            not isinstance(bpda_temperature, int | float)
-            or isinstance(bpda_temperature, bool)
-            or not 0 < bpda_temperature < float("inf")
-        ):
-            raise ParameterError(
-                f"Quilting: 'bpda_temperature' must be a number > 0, got {bpda_temperature!r}"
-            )
+        check_positive(self, "bpda_temperature")
         if isinstance(database, Tensor) and database.ndim == 4 and database.shape[0] == 0:
             raise ShapeError("Quilting: the database is empty; give at least k patches")
         database = check_images(database, name="database", where="Quilting")
@@ -496,6 +490,7 @@ class Quilting(Preprocessor):
         soft = _SoftQuilt.apply(
             queries,
             self.database,
+            self.database_norms,
             neighbours[:, : min(self.bpda_candidates, big)],
             self.bpda_temperature,
             self.chunk,
