@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import robustlens as rl
-from robustlens.attacks import BPDA, EOT, PGD, adaptive, bpda_view, eot_view
+from robustlens.attacks import BPDA, EOT, PGD, Ensemble, adaptive, bpda_view, eot_view
 from robustlens.defenses import JPEG, TVM, BitDepth, CropRescale, defend
 from robustlens.errors import ParameterError
 
@@ -194,7 +194,46 @@ def test_adaptive_picks_by_probing(model, digits) -> None:
     assert adaptive(pgd, defend(model, UserRound()), x).name.startswith("BPDA(PGD")
     assert adaptive(pgd, defend(model, UserNoise()), x).name.startswith("EOT(PGD")
     both = adaptive(pgd, defend(model, TVM(iterations=5)), x, samples=3)
-    assert both.name == "BPDA(EOT(PGD(eps=0.1), samples=3))"
+    assert isinstance(both, Ensemble)
+    assert [a.name for a in both.attacks] == [
+        "BPDA(EOT(PGD(eps=0.1), samples=3))",
+        "BPDA(EOT(PGD(eps=0.1), samples=3), approx=identity)",
+    ]
+
+
+def test_adaptive_takes_the_worse_of_the_declared_and_the_identity_backward_pass(
+    model, digits
+) -> None:
+    # A layer declaring a useless backward pass (a constant: zero gradient) must not shield the
+    # model: the identity member of adaptive()'s ensemble breaks it, as plain BPDA would.
+    class ZeroApprox(UserRound):
+        differentiable = False
+
+        def approximation(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 0
+
+    pgd = PGD(eps=0.2, steps=20)
+    defended = defend(model, ZeroApprox())
+    strong = adaptive(pgd, defended, digits.x[:8])
+    assert isinstance(strong, Ensemble) and rl.attacks.declares_backward(defended, digits.x[:8])
+    declared_only = BPDA(pgd)(defended, digits.x, digits.y)
+    res = strong(defended, digits.x, digits.y)
+    assert declared_only.success_rate < 0.1  # no gradient: the declared pass alone fails
+    # The declared pass runs first (on every image), the identity on the images it left.
+    assert res.details["contribution"] == {
+        "BPDA(PGD(eps=0.2, steps=20))": int(declared_only.success.sum()),
+        "BPDA(PGD(eps=0.2, steps=20), approx=identity)": int(
+            (res.success & ~declared_only.success).sum()
+        ),
+    }
+    assert (
+        res.success_rate
+        >= BPDA(pgd, approx=rl.attacks.identity)(defended, digits.x, digits.y).success_rate
+        > 0.7
+    )
+    # Layers that leave BPDA the identity get plain BPDA, not an ensemble of two equal runs.
+    assert not rl.attacks.declares_backward(defend(model, JPEG()), digits.x[:8])
+    assert not rl.attacks.declares_backward(model, digits.x[:8])
 
 
 def test_adaptive_attack_beats_jpeg_and_crops(model, digits) -> None:

@@ -20,8 +20,10 @@ from robustlens.attacks.adaptive import (
     StraightThrough,
     adaptive,
     bpda_view,
+    declares_backward,
     diagnose,
     eot_view,
+    identity,
 )
 from robustlens.attacks.apgd import APGD
 from robustlens.attacks.base import ATTACKS, Attack, AttackResult, Run
@@ -57,8 +59,10 @@ __all__ = [
     "apply_patch",
     "bpda_view",
     "create",
+    "declares_backward",
     "diagnose",
     "eot_view",
+    "identity",
     "names",
     "transformed_success",
 ]

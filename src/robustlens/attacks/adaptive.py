@@ -41,9 +41,25 @@ from robustlens.attacks.base import Attack, Run
 from robustlens.defenses.base import Defended, probe
 from robustlens.errors import ParameterError
 
-__all__ = ["BPDA", "EOT", "StraightThrough", "Transform", "adaptive", "bpda_view", "eot_view"]
+__all__ = [
+    "BPDA",
+    "EOT",
+    "StraightThrough",
+    "Transform",
+    "adaptive",
+    "bpda_view",
+    "declares_backward",
+    "eot_view",
+    "identity",
+]
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
+
+
+def identity(x: Tensor) -> Tensor:
+    """BPDA's default backward pass, ``f(x) ~ x``; as ``approx=identity`` it overrides what a
+    layer declares (``BPDA(attack, approx=identity)``)."""
+    return x
 
 
 class Persistent(Run):
@@ -137,6 +153,34 @@ def _needs_bpda(layer: nn.Module, x: Tensor) -> bool:
     return not probe(layer, x).differentiable
 
 
+def _split(model: nn.Module) -> tuple[list[nn.Module], nn.Module] | None:
+    """The preprocessing layers of ``model`` and its classifier, when they can be told apart."""
+    if isinstance(model, Defended):
+        return list(model.preprocessors), model.model
+    if isinstance(model, nn.Sequential) and len(model) > 1:
+        return list(model)[:-1], model[-1]
+    return None
+
+
+def _approximated(model: nn.Module, x: Tensor) -> tuple[list[tuple[nn.Module, bool]], nn.Module]:
+    """Each preprocessing layer of ``model`` with whether BPDA approximates it (probing, on the
+    images ``x`` have become by then, the layers that declare no ``differentiable`` flag), and
+    the classifier."""
+    split = _split(model)
+    if split is None:
+        raise ParameterError(
+            f"BPDA: cannot tell the preprocessing of a {type(model).__name__} from its "
+            "classifier; build the model with robustlens.defenses.defend(classifier, "
+            "*preprocessing) or as nn.Sequential(*preprocessing, classifier)"
+        )
+    out, h = [], x
+    for layer in split[0]:
+        out.append((layer, _needs_bpda(layer, h)))
+        with torch.no_grad():
+            h = layer(h)
+    return out, split[1]
+
+
 def bpda_view(
     model: nn.Module, x: Tensor, approx: Callable[[Tensor], Tensor] | None = None
 ) -> nn.Module:
@@ -146,24 +190,21 @@ def bpda_view(
     ``nn.Sequential`` (its children, in order, up to the last one: the classifier). ``x`` are
     example inputs for probing layers that declare no ``differentiable`` flag.
     """
+    found, classifier = _approximated(model, x)
+    layers = [StraightThrough(m, approx) if bpda else m for m, bpda in found]
     if isinstance(model, Defended):
-        layers, h = [], x
-        for p in model.preprocessors:
-            layers.append(StraightThrough(p, approx) if _needs_bpda(p, h) else p)
-            with torch.no_grad():
-                h = p(h)
-        return Defended(model.model, layers)
-    if isinstance(model, nn.Sequential) and len(model) > 1:
-        children, h = [], x
-        for child in list(model)[:-1]:
-            children.append(StraightThrough(child, approx) if _needs_bpda(child, h) else child)
-            with torch.no_grad():
-                h = child(h)
-        return nn.Sequential(*children, model[-1])
-    raise ParameterError(
-        f"BPDA: cannot tell the preprocessing of a {type(model).__name__} from its classifier; "
-        "build the model with robustlens.defenses.defend(classifier, *preprocessing) or as "
-        "nn.Sequential(*preprocessing, classifier)"
+        return Defended(classifier, layers)
+    return nn.Sequential(*layers, classifier)
+
+
+def declares_backward(model: nn.Module, x: Tensor) -> bool:
+    """Whether a layer that BPDA approximates in ``model`` declares its own backward pass
+    (``straight_through`` or ``approximation``) instead of leaving BPDA the identity."""
+    if _split(model) is None:
+        return False
+    return any(
+        bpda and any(callable(getattr(m, a, None)) for a in ("straight_through", "approximation"))
+        for m, bpda in _approximated(model, x)[0]
     )
 
 
@@ -212,7 +253,10 @@ class BPDA(Wrapper):
 
     @property
     def name(self) -> str:
-        return f"BPDA({self.attack.name})"
+        if self.approx is None:
+            return f"BPDA({self.attack.name})"
+        label = getattr(self.approx, "__name__", type(self.approx).__name__)
+        return f"BPDA({self.attack.name}, approx={label})"
 
     def _run(self, run: Run) -> Tensor:
         return _delegate(self.attack, run, bpda_view(run.model, run.x[:2], self.approx))
@@ -354,15 +398,25 @@ def adaptive(attack: Attack, defended: nn.Module, x: Tensor, *, samples: int = 1
 
     No, zero or non-finite input gradients call for BPDA; outputs that change between identical
     calls call for EOT with ``samples`` draws; both for ``BPDA(EOT(attack))``; neither for
-    ``attack`` itself.
+    ``attack`` itself. When a layer BPDA approximates declares its own backward pass (TVM,
+    Quilting, a user's ``approximation``), no single backward pass is best on every image (on
+    tiny patches quilting is nearly the identity), so the result is an
+    :class:`~robustlens.attacks.Ensemble` that runs BPDA with the declared pass, then with the
+    identity on the images still classified correctly: the per-image worst case of the two.
 
     Example:
         >>> import robustlens as rl
         >>> ds = rl.data.load("digits")[:8]
-        >>> defended = rl.defenses.defend(rl.zoo.load("digits-cnn"), rl.defenses.TVM(iterations=20))
-        >>> adaptive(rl.attacks.PGD(eps=0.1), defended, ds.x).name
-        'BPDA(EOT(PGD(eps=0.1), samples=10))'
+        >>> model = rl.zoo.load("digits-cnn")
+        >>> pgd = rl.attacks.PGD(eps=0.1)
+        >>> adaptive(pgd, rl.defenses.defend(model, rl.defenses.JPEG()), ds.x).name
+        'BPDA(PGD(eps=0.1))'
+        >>> tvm = rl.defenses.defend(model, rl.defenses.TVM(iterations=20))
+        >>> [a.name for a in adaptive(pgd, tvm, ds.x, samples=4).attacks]
+        ['BPDA(EOT(PGD(eps=0.1), samples=4))', 'BPDA(EOT(PGD(eps=0.1), samples=4), approx=identity)']
     """
+    from robustlens.attacks.ensemble import Ensemble  # ensemble.py imports this module
+
     if not isinstance(attack, Attack):
         raise ParameterError(
             f"adaptive: 'attack' must be a robustlens attack, got {type(attack).__name__}"
@@ -371,6 +425,9 @@ def adaptive(attack: Attack, defended: nn.Module, x: Tensor, *, samples: int = 1
     out: Attack = attack
     if found.eot:
         out = EOT(out, samples=samples, seed=attack.seed)
-    if found.bpda:
-        out = BPDA(out, seed=attack.seed)
-    return out
+    if not found.bpda:
+        return out
+    if not declares_backward(defended, x):
+        return BPDA(out, seed=attack.seed)
+    passes = (BPDA(out, seed=attack.seed), BPDA(out, approx=identity, seed=attack.seed))
+    return Ensemble(attacks=passes, seed=attack.seed)

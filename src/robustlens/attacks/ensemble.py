@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from robustlens.attacks._steps import Norm
-from robustlens.attacks.adaptive import Persist, Persistent
+from robustlens.attacks.adaptive import Persist, Persistent, Wrapper
 from robustlens.attacks.apgd import APGD
 from robustlens.attacks.base import ATTACKS, Attack, Run
 from robustlens.attacks.square import Square
@@ -134,7 +134,11 @@ class Ensemble(Attack):
 
 def _budget(attack: Attack) -> int:
     """Iterations an attack may spend, for numbering steps across members (a query-based
-    attack such as Square: its queries)."""
+    attack such as Square: its queries; a wrapper such as BPDA: its inner attack's)."""
+    while isinstance(attack, Wrapper):
+        attack = attack.attack
+    if isinstance(attack, Ensemble):
+        return sum(_budget(a) for a in attack.attacks)
     steps = int(getattr(attack, "steps", getattr(attack, "queries", 1)))
     return (
         steps
