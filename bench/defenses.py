@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 import robustlens as rl
-from robustlens.attacks import APGD, PGD, Attack, adaptive
+from robustlens.attacks import APGD, PGD, Attack, Ensemble, adaptive
 from robustlens.defenses import JPEG, TVM, BitDepth, CropRescale, defend
 from robustlens.defenses.quilting import Quilting
 
@@ -138,11 +138,13 @@ def main() -> None:
     )
     p.add_argument(
         "--adaptive-attack",
-        choices=["pgd", "apgd"],
+        choices=["pgd", "apgd", "apgd-t"],
         default="pgd",
-        help="the attack that BPDA/EOT wrap: the naive PGD, or APGD-CE (step-size control, "
-        "steadier under EOT's noisy gradients)",
+        help="the attack that BPDA/EOT wrap: the naive PGD, APGD-CE (step-size control, "
+        "steadier under EOT's noisy gradients), or APGD-CE then APGD-T over --targets classes "
+        "on the images it leaves (Ensemble.standard without Square)",
     )
+    p.add_argument("--targets", type=int, default=9, help="APGD-T's target classes (default: 9)")
     p.add_argument(
         "--adaptive-steps", type=int, help="steps of the adaptive attack (default: --steps)"
     )
@@ -174,11 +176,17 @@ def main() -> None:
         q.requires_grad_(False)
     pgd = PGD(eps=args.eps, steps=args.steps)
     adaptive_steps = args.adaptive_steps or args.steps
-    base: Attack = (
-        APGD(eps=args.eps, steps=adaptive_steps)
-        if args.adaptive_attack == "apgd"
-        else PGD(eps=args.eps, steps=adaptive_steps)
-    )
+    bases: dict[str, Callable[[], Attack]] = {
+        "pgd": lambda: PGD(eps=args.eps, steps=adaptive_steps),
+        "apgd": lambda: APGD(eps=args.eps, steps=adaptive_steps),
+        "apgd-t": lambda: Ensemble(
+            attacks=(
+                APGD(eps=args.eps, steps=adaptive_steps),
+                APGD(eps=args.eps, steps=adaptive_steps, loss="dlr", targets=args.targets),
+            )
+        ),
+    }
+    base = bases[args.adaptive_attack]()
     with torch.no_grad():
         clean_und = model(x).argmax(1) == y
     x_und, t_und, _ = run_attack(pgd, model, x, y, args.batch)
