@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,6 +126,51 @@ def render(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def _shard_size(result: dict[str, Any]) -> int:
+    """Images one shard's file covers (read from its ``--shard I/M`` and ``--n``)."""
+    if "images" in result:
+        return int(result["images"])
+    found = re.search(r"--shard (\d+)/(\d+)", result["command"])
+    i, m = (int(v) for v in found.groups()) if found else (0, 1)
+    return len(range(i, int(result["n"]), m))
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results file from the shards of a run: rates weighted by each shard's images, seconds
+    summed (core-seconds when the shards ran side by side), contributions summed."""
+    keys = ("n", "eps", "steps", "samples", "quilting_samples", "adaptive_attack")
+    if any(part[k] != parts[0][k] for part in parts for k in keys):
+        raise SystemExit(f"--merge: the shards differ in one of {keys}; merge shards of one run")
+    sizes = [_shard_size(part) for part in parts]
+    if sum(sizes) != parts[0]["n"]:
+        raise SystemExit(f"--merge: the shards cover {sum(sizes)} images, not --n {parts[0]['n']}")
+
+    def combine(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in rows[0].items():
+            values = [row[key] for row in rows]
+            if key.endswith("seconds"):
+                out[key] = sum(values)
+            elif isinstance(value, float) and key != "gap_to_undefended":
+                out[key] = sum(v * w for v, w in zip(values, sizes, strict=True)) / sum(sizes)
+            elif isinstance(value, dict):
+                out[key] = dict(sum((Counter(v) for v in values), Counter()))
+            else:
+                out[key] = value
+        return out
+
+    merged = {k: parts[0][k] for k in ("machine", "torch", *keys)}
+    merged["shards"] = [part["command"] for part in parts]
+    merged["undefended"] = combine([part["undefended"] for part in parts])
+    merged["defenses"] = {
+        name: combine([part["defenses"][name] for part in parts]) for name in parts[0]["defenses"]
+    }
+    base = merged["undefended"]["adaptive_base"]
+    for row in merged["defenses"].values():
+        row["gap_to_undefended"] = row["adaptive"] - base
+    return merged
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,7 +210,18 @@ def main() -> None:
     )
     p.add_argument("--out", default="bench/results/defenses.json")
     p.add_argument("--render", metavar="JSON", help="print the markdown table of a results file")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="write the shards' results files as one to --out, and print its table",
+    )
     args = p.parse_args()
+    if args.merge:
+        merged = merge([json.loads(Path(f).read_text()) for f in args.merge])
+        Path(args.out).write_text(json.dumps(merged, indent=2))
+        print(render(merged))
+        return
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
         return
@@ -218,6 +276,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "n": args.n,
+        "images": len(x),
         "eps": args.eps,
         "steps": args.steps,
         "samples": args.samples,
