@@ -11,6 +11,7 @@ from torch import nn
 
 import robustlens as rl
 from robustlens.attacks import APGD, FGSM, PGD, Ensemble, Run
+from robustlens.attacks._steps import margin
 from robustlens.attacks.apgd import _apgd, checkpoints, dlr_loss, dlr_targeted_loss
 from robustlens.errors import ParameterError
 
@@ -128,10 +129,21 @@ def test_ensemble_never_reattacks_and_takes_worst_case() -> None:
     assert contrib["FGSM(eps=0.1)"] == int(alone.success.sum())
     assert contrib["_Recording(eps=0.15)"] == int((second.success & ~alone.success).sum())
     assert sum(contrib.values()) == int(res.success.sum())
-    # Queries: one member on every image, the other only on the survivors.
+    # Queries: one member on every image, the other only on the survivors; plus one pass per
+    # member over the images it failed on, to keep the closest failed attempt.
+    both_failed = alone.robust & second.robust
     assert int(res.queries.sum()) == int(alone.queries.sum()) + int(
         second.queries[alone.robust].sum()
+    ) + int(alone.robust.sum()) + int(both_failed.sum())
+    # An image no member broke comes back as the attempt that came closer to the boundary (the
+    # higher margin objective), not as the clean image.
+    with torch.no_grad():
+        gaps = [-margin(model(r.x_adv[both_failed]), ds.y[both_failed]) for r in (alone, second)]
+    closer = torch.where(
+        (gaps[1] > gaps[0]).view(-1, 1, 1, 1), second.x_adv[both_failed], alone.x_adv[both_failed]
     )
+    assert int(both_failed.sum()) > 10
+    torch.testing.assert_close(res.x_adv[both_failed], closer)
 
 
 def test_standard_ensemble_at_least_as_strong_as_pgd() -> None:

@@ -2,7 +2,8 @@
 
 Members run in order, each only on the images that every earlier member failed to fool, so no image
 is attacked again once broken and the cost falls as the ensemble goes on. An image is robust only if
-every member failed; each member's contribution (the images it fooled first) is reported in
+every member failed, and then comes back as the failed attempt closest to the goal (highest margin
+objective); each member's contribution (the images it fooled first) is reported in
 ``result.details["contribution"]``.
 
 ``Ensemble.standard(eps)`` is the parameter-free default in the spirit of AutoAttack (Croce and Hein
@@ -14,15 +15,16 @@ is what makes it a reliable default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from robustlens.attacks._steps import Norm
+from robustlens.attacks._steps import Norm, margin_objective
 from robustlens.attacks.adaptive import Persist, Persistent, Wrapper
 from robustlens.attacks.apgd import APGD
-from robustlens.attacks.base import ATTACKS, Attack, Run
+from robustlens.attacks.base import ATTACKS, Attack, AttackResult, Run
 from robustlens.attacks.square import Square
 from robustlens.errors import ParameterError
 
@@ -105,6 +107,7 @@ class Ensemble(Attack):
         out = run.x.clone()
         broken = torch.zeros(m, dtype=torch.bool, device=dev)
         pred = run.y.clone()  # robust images come back unchanged, still predicted as y
+        closest = torch.full((m,), -math.inf, device=dev)  # margin objective of what `out` holds
         contribution: dict[str, int] = {}
         offset = 0
         for name, attack in zip(self.member_names, self.attacks, strict=True):
@@ -124,12 +127,42 @@ class Ensemble(Attack):
             out[idx] = torch.where(hit.view(-1, *[1] * (out.ndim - 1)), res.x_adv, out[idx])
             pred[idx[hit]] = res.pred[hit]
             broken[idx[hit]] = True
+            self._keep_closest(run, res, idx, target, out, pred, closest)
             contribution[name] = int(hit.sum())
             offset += _budget(attack)
         run.final_step = offset
         run.pred_adv = pred
         run.details["contribution"] = contribution
         return out
+
+    @staticmethod
+    def _keep_closest(
+        run: Run,
+        res: AttackResult,
+        idx: Tensor,
+        target: Tensor | None,
+        out: Tensor,
+        pred: Tensor,
+        closest: Tensor,
+    ) -> None:
+        """For the images ``res`` failed on, keep its image where it comes closer to the goal (a
+        higher margin objective, one more forward pass) than what an earlier member left.
+
+        An image no member breaks thus comes back as the best failed attempt, as a single
+        fixed-budget attack's does, not as the clean image: against a randomized model the
+        judging draw may have been the unlucky one, and the attempt may fool most other draws.
+        """
+        miss = (res.attacked & ~res.success).nonzero().squeeze(1)
+        if len(miss) == 0:
+            return
+        pos = idx[miss]
+        logits = run.logits(res.x_adv[miss], pos)
+        score = margin_objective(logits, run.y[pos], None if target is None else target[miss])
+        better = score > closest[pos]
+        pos, miss = pos[better], miss[better]
+        out[pos] = res.x_adv[miss]
+        pred[pos] = res.pred[miss]
+        closest[pos] = score[better]
 
 
 def _budget(attack: Attack) -> int:
