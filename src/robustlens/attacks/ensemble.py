@@ -106,7 +106,7 @@ class Ensemble(Attack):
         dev = run.x.device
         out = run.x.clone()
         broken = torch.zeros(m, dtype=torch.bool, device=dev)
-        pred = run.y.clone()  # robust images come back unchanged, still predicted as y
+        pred = run.y.clone()  # robust images keep y as their prediction
         closest = torch.full((m,), -math.inf, device=dev)  # margin objective of what `out` holds
         contribution: dict[str, int] = {}
         offset = 0
