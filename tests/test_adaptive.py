@@ -293,3 +293,27 @@ def test_ensemble_members_run_every_step_under_eot(model, digits) -> None:
     # per image and draw.
     assert bool((res.gradients[res.attacked] >= 10).all())
     assert Persist(PGD(eps=0.1)).name == "PGD(eps=0.1)"
+
+
+def test_wrappers_for_random_models_attack_every_input(model, digits) -> None:
+    # One draw's mistake is no verdict on a randomized model: EOT (and the ensembles and BPDA
+    # around it) attack the inputs the clean pass got wrong too; a plain attack leaves them.
+    class Flip(nn.Module):
+        """Sends half the images (a fresh random half per call) to a blank image."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            keep = torch.rand(len(x), 1, 1, 1) < 0.5
+            return torch.where(keep, x, torch.zeros_like(x))
+
+    defended = defend(model, Flip())
+    pgd = PGD(eps=0.05, steps=2)
+    plain = pgd(defended, digits.x, digits.y)
+    assert not bool(plain.attacked.all())  # some images were blanked on the clean draw
+    for attack in (
+        EOT(pgd, samples=2),
+        BPDA(EOT(pgd, samples=2)),
+        Ensemble(attacks=(pgd, EOT(pgd, samples=2))),
+    ):
+        assert attack.attacks_every_input
+        assert bool(attack(defended, digits.x, digits.y).attacked.all()), attack.name
+    assert not BPDA(pgd).attacks_every_input and not Ensemble(attacks=(pgd,)).attacks_every_input

@@ -225,6 +225,10 @@ class Wrapper(Attack):
     def restore_failures(self) -> bool:  # type: ignore[override]
         return self.attack.restore_failures
 
+    @property
+    def attacks_every_input(self) -> bool:
+        return self.attack.attacks_every_input
+
     def ball(self) -> tuple[Norm, float] | None:
         return self.attack.ball()
 
@@ -273,6 +277,10 @@ class Persist(Wrapper):
     @property
     def name(self) -> str:
         return self.attack.name
+
+    @property
+    def attacks_every_input(self) -> bool:
+        return True
 
     def _run(self, run: Run) -> Tensor:
         return _delegate(self.attack, run, run.model, persistent=True)
@@ -351,6 +359,10 @@ class EOT(Wrapper):
     @property
     def name(self) -> str:
         return f"EOT({self.attack.name}, samples={self.samples})"
+
+    @property
+    def attacks_every_input(self) -> bool:
+        return True
 
     def _run(self, run: Run) -> Tensor:
         view = eot_view(run.model, self.samples, self.transform, self.seed)

@@ -265,6 +265,13 @@ class Attack(ABC):
     restore_failures: ClassVar[bool] = False
 
     @property
+    def attacks_every_input(self) -> bool:
+        """Whether inputs the clean pass misclassifies are attacked too. False: they come back
+        unchanged. Wrappers for randomized models (EOT, Persist) say True, since one draw's
+        mistake is no verdict: an input wrong on that draw may be right on most others."""
+        return False
+
+    @property
     def name(self) -> str:
         """Short name for tables: the class name and its non-default parameters."""
         parts = []
@@ -337,7 +344,7 @@ class Attack(ABC):
                         f"{where}: x_init must have the shape of x {tuple(x.shape)}, got "
                         f"{tuple(x_init.shape)}"
                     )
-            attacked = pred == y
+            attacked = (pred == y) | self.attacks_every_input
             idx = attacked.nonzero().squeeze(1)
             x_sub = x[idx]
             run = Run(

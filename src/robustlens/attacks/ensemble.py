@@ -97,6 +97,10 @@ class Ensemble(Attack):
         names = [a.name for a in self.attacks]
         return names if len(set(names)) == len(names) else [f"{i}:{n}" for i, n in enumerate(names)]
 
+    @property
+    def attacks_every_input(self) -> bool:
+        return any(a.attacks_every_input for a in self.attacks)
+
     def ball(self) -> tuple[Norm, float] | None:
         balls = {a.ball() for a in self.attacks}
         return balls.pop() if len(balls) == 1 else None
