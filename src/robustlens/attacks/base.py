@@ -146,7 +146,8 @@ class AttackResult:
     """Per-sample outcome of an attack on ``N`` inputs.
 
     Shapes: ``x_adv`` (N, C, H, W); every other tensor (N,). ``attacked`` is False for inputs the
-    model already got wrong: they come back unchanged and count in no rate. Distances are those of
+    model already got wrong: they come back unchanged and count in no rate (unless the attack
+    ``attacks_every_input``, as the wrappers for randomized models do). Distances are those of
     ``x_adv`` from ``x``; ``l2_normalized`` is ``||x_adv - x||_2 / ||x||_2`` (the lecture's metric).
     """
 
