@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import sys
 import time
 from collections import Counter
@@ -126,22 +125,13 @@ def render(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _shard_size(result: dict[str, Any]) -> int:
-    """Images one shard's file covers (read from its ``--shard I/M`` and ``--n``)."""
-    if "images" in result:
-        return int(result["images"])
-    found = re.search(r"--shard (\d+)/(\d+)", result["command"])
-    i, m = (int(v) for v in found.groups()) if found else (0, 1)
-    return len(range(i, int(result["n"]), m))
-
-
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One results file from the shards of a run: rates weighted by each shard's images, seconds
     summed (core-seconds when the shards ran side by side), contributions summed."""
     keys = ("n", "eps", "steps", "samples", "quilting_samples", "adaptive_attack")
     if any(part[k] != parts[0][k] for part in parts for k in keys):
         raise SystemExit(f"--merge: the shards differ in one of {keys}; merge shards of one run")
-    sizes = [_shard_size(part) for part in parts]
+    sizes = [int(part["images"]) for part in parts]
     if sum(sizes) != parts[0]["n"]:
         raise SystemExit(f"--merge: the shards cover {sum(sizes)} images, not --n {parts[0]['n']}")
 
@@ -188,10 +178,9 @@ def main() -> None:
         choices=["pgd", "apgd", "apgd-t"],
         default="pgd",
         help="the attack that BPDA/EOT wrap: the naive PGD, APGD-CE (step-size control, "
-        "steadier under EOT's noisy gradients), or APGD-CE then APGD-T over --targets classes "
+        "steadier under EOT's noisy gradients), or APGD-CE then APGD-T over 9 target classes "
         "on the images it leaves (Ensemble.standard without Square)",
     )
-    p.add_argument("--targets", type=int, default=9, help="APGD-T's target classes (default: 9)")
     p.add_argument(
         "--adaptive-steps", type=int, help="steps of the adaptive attack (default: --steps)"
     )
@@ -237,12 +226,7 @@ def main() -> None:
     bases: dict[str, Callable[[], Attack]] = {
         "pgd": lambda: PGD(eps=args.eps, steps=adaptive_steps),
         "apgd": lambda: APGD(eps=args.eps, steps=adaptive_steps),
-        "apgd-t": lambda: Ensemble(
-            attacks=(
-                APGD(eps=args.eps, steps=adaptive_steps),
-                APGD(eps=args.eps, steps=adaptive_steps, loss="dlr", targets=args.targets),
-            )
-        ),
+        "apgd-t": lambda: Ensemble.standard(args.eps, steps=adaptive_steps, square_queries=0),
     }
     base = bases[args.adaptive_attack]()
     with torch.no_grad():
