@@ -7,7 +7,9 @@ with ``--adaptive-attack apgd``, APGD-CE; for TVM and quilting, whose backward p
 the per-image worst case of that pass and the identity), next to the undefended model under the
 same attacks.
 Every adversarial image is judged by a fresh call of the defended model (a new random draw for
-randomized defenses). ART (adversarial-robustness-toolbox) runs the same PGD
+randomized defenses); for those, the accuracies are also averaged over ``--judge-draws`` fresh
+draws (each with its own clean draw), the same expected value with far less noise.
+ART (adversarial-robustness-toolbox) runs the same PGD
 through its own JPEG and feature-squeezing preprocessors, whose backward pass is the identity
 (ART's BPDA). Results are written after each defense, so an interrupted run keeps what it did::
 
@@ -42,6 +44,20 @@ def judged(model: nn.Module, x_adv: Tensor, y: Tensor, clean: Tensor) -> float:
     """Accuracy on ``x_adv`` by a fresh call, counting only images correct before the attack."""
     with torch.no_grad():
         return float((clean & (model(x_adv).argmax(1) == y)).double().mean())
+
+
+def judged_expected(
+    model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, draws: int, batch: int
+) -> float:
+    """``judged`` averaged over ``draws`` fresh calls of a randomized model, each with its own
+    clean draw: the same expected value as one call, with a fraction of its variance."""
+
+    def correct(v: Tensor) -> Tensor:
+        with torch.no_grad():
+            pred = torch.cat([model(v[i : i + batch]).argmax(1) for i in range(0, len(v), batch)])
+        return pred == y
+
+    return sum(float((correct(x) & correct(x_adv)).double().mean()) for _ in range(draws)) / draws
 
 
 def run_attack(
@@ -118,8 +134,17 @@ def render(result: dict[str, object]) -> str:
     for row in result["defenses"].values():  # type: ignore[attr-defined]
         art = f"{row['art_bpda']:.1%}" if "art_bpda" in row else "n/a"
         art_s = f"{row['art_seconds']:.0f}" if "art_seconds" in row else ""
+        naive, adapt = (
+            f"{row[k]:.1%}"
+            + (
+                f" ({row[k + '_expected']:.1%} over {row['judge_draws']} draws)"
+                if k + "_expected" in row
+                else ""
+            )
+            for k in ("naive", "adaptive")
+        )
         lines.append(
-            f"| {row['defense']} | {row['clean']:.1%} | {row['naive']:.1%} | {row['adaptive']:.1%} | "
+            f"| {row['defense']} | {row['clean']:.1%} | {naive} | {adapt} | "
             f"{row['adaptive_attack']} | {row['adaptive_seconds']:.0f} | {art} | {art_s} |"
         )
     return "\n".join(lines)
@@ -141,7 +166,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
             values = [row[key] for row in rows]
             if key.endswith("seconds"):
                 out[key] = sum(values)
-            elif isinstance(value, float) and key != "gap_to_undefended":
+            elif isinstance(value, float) and not key.startswith("gap_"):
                 out[key] = sum(v * w for v, w in zip(values, sizes, strict=True)) / sum(sizes)
             elif isinstance(value, dict):
                 out[key] = dict(sum((Counter(v) for v in values), Counter()))
@@ -158,6 +183,8 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     base = merged["undefended"]["adaptive_base"]
     for row in merged["defenses"].values():
         row["gap_to_undefended"] = row["adaptive"] - base
+        if "adaptive_expected" in row:
+            row["gap_expected"] = row["adaptive_expected"] - base
     return merged
 
 
@@ -196,6 +223,16 @@ def main() -> None:
         "--shard",
         default="0/1",
         help="I/M: attack only images I, I+M, I+2M, ... of the N (to split a run over processes)",
+    )
+    p.add_argument(
+        "--judge-draws",
+        type=int,
+        default=16,
+        help="for a randomized defense, also record its accuracies averaged over this many fresh "
+        "draws (`naive_expected`, `adaptive_expected`; default: 16)",
+    )
+    p.add_argument(
+        "--save-adv", metavar="DIR", help="save each defense's adaptive adversarial images here"
     )
     p.add_argument("--out", default="bench/results/defenses.json")
     p.add_argument("--render", metavar="JSON", help="print the markdown table of a results file")
@@ -304,6 +341,19 @@ def main() -> None:
             "gap_to_undefended": None,
         }
         row["gap_to_undefended"] = float(row["adaptive"]) - undefended_base  # type: ignore[arg-type]
+        if getattr(pre, "randomized", False) and args.judge_draws > 0:
+            for key, x_adv in (("naive", x_naive), ("adaptive", x_adapt)):
+                row[f"{key}_expected"] = judged_expected(
+                    defended, x, x_adv, y, args.judge_draws, args.batch
+                )
+            row["judge_draws"] = args.judge_draws
+            row["gap_expected"] = float(row["adaptive_expected"]) - undefended_base  # type: ignore[arg-type]
+        if args.save_adv:
+            Path(args.save_adv).mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {"x_adv": x_adapt, "y": y, "shard": args.shard},
+                Path(args.save_adv) / f"{name}_{args.shard.replace('/', 'of')}.pt",
+            )
         if not args.no_peer:
             peer = art_pgd(model, name, x, y, args.eps, args.steps, args.batch)
             if peer is not None:

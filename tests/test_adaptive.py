@@ -315,5 +315,13 @@ def test_wrappers_for_random_models_attack_every_input(model, digits) -> None:
         Ensemble(attacks=(pgd, EOT(pgd, samples=2))),
     ):
         assert attack.attacks_every_input
-        assert bool(attack(defended, digits.x, digits.y).attacked.all()), attack.name
+        res = attack(defended, digits.x, digits.y)
+        assert bool(res.attacked.all()), attack.name
+        # ... yet the clean accuracy is the clean draw's, not "every input was attacked".
+        assert res.clean_accuracy < 0.9, attack.name
+    # On a deterministic model the clean verdicts are exactly those of the plain attack.
+    eot = EOT(pgd, samples=2)(model, digits.x, digits.y)
+    base = pgd(model, digits.x, digits.y)
+    assert torch.equal(eot.clean_correct, base.attacked)
+    assert eot.clean_accuracy == base.clean_accuracy < 1
     assert not BPDA(pgd).attacks_every_input and not Ensemble(attacks=(pgd,)).attacks_every_input

@@ -149,6 +149,8 @@ class AttackResult:
     model already got wrong: they come back unchanged and count in no rate (unless the attack
     ``attacks_every_input``, as the wrappers for randomized models do). Distances are those of
     ``x_adv`` from ``x``; ``l2_normalized`` is ``||x_adv - x||_2 / ||x||_2`` (the lecture's metric).
+    ``clean_correct`` records the clean pass's verdict (prediction equals ``y``) whether or not the
+    input was attacked, so ``clean_accuracy`` stays the model's accuracy under every attack.
     """
 
     attack: str
@@ -163,6 +165,7 @@ class AttackResult:
     steps: Tensor
     y: Tensor
     pred: Tensor
+    clean_correct: Tensor
     target: Tensor | None = None
     #: Attack-specific extras, e.g. an ensemble's contribution of each member.
     details: dict[str, Any] = field(default_factory=dict)
@@ -184,6 +187,7 @@ class AttackResult:
         steps: Tensor,
         y: Tensor,
         pred: Tensor,
+        clean_correct: Tensor,
         target: Tensor | None = None,
         details: dict[str, Any] | None = None,
     ) -> AttackResult:
@@ -203,6 +207,7 @@ class AttackResult:
             steps=torch.where(success, steps, torch.full_like(steps, -1)),
             y=y,
             pred=pred,
+            clean_correct=clean_correct,
             target=target,
             details=details or {},
         )
@@ -226,7 +231,7 @@ class AttackResult:
     @property
     def clean_accuracy(self) -> float:
         """Fraction of all inputs the model classified correctly before the attack."""
-        return float(self.attacked.double().mean()) if len(self) else math.nan
+        return float(self.clean_correct.double().mean()) if len(self) else math.nan
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers as plain Python values (JSON-ready)."""
@@ -395,6 +400,7 @@ class Attack(ABC):
             steps=steps,
             y=y,
             pred=pred_adv,
+            clean_correct=pred == y,
             target=target,
             details=dict(run.details),
         )

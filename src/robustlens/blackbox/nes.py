@@ -379,6 +379,7 @@ class NES:
             steps=steps,
             y=y,
             pred=pred_adv,
+            clean_correct=attacked,
             target=target,
             details={
                 "mode": self.mode,
