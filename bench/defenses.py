@@ -40,10 +40,15 @@ from robustlens.defenses import JPEG, TVM, BitDepth, CropRescale, defend
 from robustlens.defenses.quilting import Quilting
 
 
-def judged(model: nn.Module, x_adv: Tensor, y: Tensor, clean: Tensor) -> float:
-    """Accuracy on ``x_adv`` by a fresh call, counting only images correct before the attack."""
+def correct(model: nn.Module, x: Tensor, y: Tensor, batch: int = 250) -> Tensor:
+    """(N,) bool: one fresh call of ``model``, ``batch`` images at a time, gets the label right."""
     with torch.no_grad():
-        return float((clean & (model(x_adv).argmax(1) == y)).double().mean())
+        return torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)]) == y
+
+
+def judged(model: nn.Module, x_adv: Tensor, y: Tensor, clean: Tensor, batch: int = 250) -> float:
+    """Accuracy on ``x_adv`` by a fresh call, counting only images correct before the attack."""
+    return float((clean & correct(model, x_adv, y, batch)).double().mean())
 
 
 def judged_expected(
@@ -51,13 +56,10 @@ def judged_expected(
 ) -> float:
     """``judged`` averaged over ``draws`` fresh calls of a randomized model, each with its own
     clean draw: the same expected value as one call, with a fraction of its variance."""
-
-    def correct(v: Tensor) -> Tensor:
-        with torch.no_grad():
-            pred = torch.cat([model(v[i : i + batch]).argmax(1) for i in range(0, len(v), batch)])
-        return pred == y
-
-    return sum(float((correct(x) & correct(x_adv)).double().mean()) for _ in range(draws)) / draws
+    return (
+        sum(judged(model, x_adv, y, correct(model, x, y, batch), batch) for _ in range(draws))
+        / draws
+    )
 
 
 def run_attack(
@@ -266,8 +268,7 @@ def main() -> None:
         "apgd-t": lambda: Ensemble.standard(args.eps, steps=adaptive_steps, square_queries=0),
     }
     base = bases[args.adaptive_attack]()
-    with torch.no_grad():
-        clean_und = model(x).argmax(1) == y
+    clean_und = correct(model, x, y, args.batch)
     x_und, t_und, _ = run_attack(pgd, model, x, y, args.batch)
     undefended = judged(model, x_und, y, clean_und)
     print(
@@ -315,16 +316,7 @@ def main() -> None:
     for name in args.only:
         pre = factories[name]()
         defended = defend(model, pre)
-        with torch.no_grad():
-            clean = (
-                torch.cat(
-                    [
-                        defended(x[i : i + args.batch]).argmax(1)
-                        for i in range(0, len(x), args.batch)
-                    ]
-                )
-                == y
-            )
+        clean = correct(defended, x, y, args.batch)
         x_naive, t_naive, _ = run_attack(pgd, defended, x, y, args.batch)
         draws = args.quilting_samples if name == "quilting" else args.samples
         strong = adaptive(base, defended, x[:16], samples=draws)

@@ -147,7 +147,8 @@ class AttackResult:
 
     Shapes: ``x_adv`` (N, C, H, W); every other tensor (N,). ``attacked`` is False for inputs the
     model already got wrong: they come back unchanged and count in no rate (unless the attack
-    ``attacks_every_input``, as the wrappers for randomized models do). Distances are those of
+    ``attacks_every_input``, as the wrappers for randomized models do: then such an input still
+    wrong after the attack counts as a success). Distances are those of
     ``x_adv`` from ``x``; ``l2_normalized`` is ``||x_adv - x||_2 / ||x||_2`` (the lecture's metric).
     ``clean_correct`` records the clean pass's verdict (prediction equals ``y``) whether or not the
     input was attacked, so ``clean_accuracy`` stays the model's accuracy under every attack.
