@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+from PIL import Image as PILImage
 
 import robustlens as rl
+from robustlens._images import image_refs, load_image, load_images
 from robustlens.cli import main
 from robustlens.errors import ParameterError
 from robustlens.evaluation.config import SuiteConfig
 from robustlens.evaluation.suite import run_suite, success_vs_queries
+from robustlens.report import render_html
 
 SMALL = {
     "data": {"attack_limit": 40},
@@ -178,13 +183,130 @@ def test_audit_command_writes_report(tmp_path: Path) -> None:
         "corruptions",
         "random_vs_adversarial",
         "ambiguous",
-        "shape_bias",
         "superpixels",
     } <= set(bias)
     assert bias["corruptions"]["severities"] == [1, 5]
-    assert "shapes-cnn" in bias["shape_bias"] and "note" in bias["shape_bias_note"]
+    # Fashion-MNIST's classes are not the cue-conflict shapes: skipped with the reason, and no
+    # other model's bias reported in its place.
+    assert "shape_bias" not in bias
+    assert bias["shape_bias_note"]["note"].startswith("skipped: the audited model does not")
     assert set(bias["superpixels"]["classes"]) == set(res["sections"]["clean"]["classes"])
     html = (out / "index.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "https://" not in html
     for section in res["sections"]:
         assert f'id="{section}"' in html
+
+
+def _pixel_lists(value: Any, path: str = "") -> list[str]:
+    """Where ``value`` holds a list nested three deep whose innermost items are numbers (an image
+    written out as lists)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _pixel_lists(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        deep = [
+            w
+            for v in value
+            if isinstance(v, list)
+            for u in v
+            if isinstance(u, list)
+            for w in u
+            if isinstance(w, int | float) and not isinstance(w, bool)
+        ]
+        if deep:
+            return [path]
+        return [p for i, v in enumerate(value) for p in _pixel_lists(v, f"{path}[{i}]")]
+    return []
+
+
+def _data_uris(page: str) -> int:
+    return page.count('<img src="data:image/png;base64,')
+
+
+def _inline(value: Any) -> Any:
+    """``value`` with every tensor as nested lists (results as they were written before images
+    went to files)."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _inline(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_inline(v) for v in value]
+    return value
+
+
+def test_audit_results_hold_numbers_and_images_are_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = tmp_path / "suite.toml"
+    suite.write_text(
+        "".join(
+            f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+            for name, table in SMALL.items()
+        )
+    )
+    out = tmp_path / "audit"
+    argv = ["audit", "--model", "digits-cnn", "--config", str(suite), "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    text = (out / "results.json").read_text()
+    res = json.loads(text)
+    sections = res["sections"]
+    # Numbers only: no image as nested lists, every picture a path to a PNG file beside it.
+    assert _pixel_lists(res) == []
+    assert len(text) < 150_000  # 180 KB with the 53 tiny images inline (33 MB at 224 x 224)
+    wb, ex, bias = sections["whitebox"], sections["explanations"], sections["bias"]
+    images = [(it, key) for it in wb["gallery"] for key in ("x", "x_adv")]
+    images += [(it, "image") for it in ex["items"] + bias["ambiguous"]["items"]]
+    examples = [e for exs in bias["superpixels"]["examples"].values() for e in exs]
+    images += [(e, "image") for e in examples]
+    maps = [(it, "segments") for it in ex["items"]] + [(e, "top") for e in examples]
+    assert (len(wb["gallery"]), len(ex["items"]), len(bias["ambiguous"]["items"])) == (3, 2, 3)
+    refs = image_refs(res)
+    assert sorted(refs) == sorted(it[key] for it, key in images + maps)
+    assert len(set(refs)) == len(refs) and all(r.startswith("images/") for r in refs)
+    for kind, shape, mode, dtype in (
+        (images, (1, 8, 8), "L", torch.float32),  # 8-bit grey
+        (maps, (8, 8), "I;16", torch.int64),  # 16-bit label maps
+    ):
+        for item, key in kind:
+            with PILImage.open(out / item[key]) as png:  # a real PNG, 8 x 8 like the digits
+                assert (png.format, png.size, png.mode) == ("PNG", (8, 8), mode)
+            x = load_image(item[key], out)
+            assert x.shape == shape and x.dtype == dtype
+            assert float(x.min()) >= 0 and float(x.max()) <= (1 if kind is images else 64)
+    for e in examples:  # the top-superpixel masks are 0/1
+        assert set(load_image(e["top"], out).unique().tolist()) <= {0, 1}
+    for it in ex["items"]:  # one weight per superpixel id
+        assert int(load_image(it["segments"], out).max()) == len(it["weights"]) - 1
+    # The images are the right ones, to 8 bits: the ambiguous images are the test images, the
+    # gallery's perturbations lie in the Linf ball and have the recorded L2 norm.
+    test = rl.data.load("digits", split="test")
+    for it in bias["ambiguous"]["items"]:
+        got = load_image(it["image"], out)
+        assert float((got - test.x[it["index"]]).abs().max()) <= 0.5 / 255 + 1e-6
+    for it in wb["gallery"]:
+        d = load_image(it["x_adv"], out) - load_image(it["x"], out)
+        assert 0 < float(d.abs().max()) <= wb["eps"] + 1 / 255 + 1e-6
+        assert float(d.norm()) == pytest.approx(it["l2"], abs=8 / 255)
+    # The report reads the files and embeds every figure: the same page as from inline pixels.
+    page = (out / "index.html").read_text()
+    assert _data_uris(page) >= 7  # gallery, 2 x 2 explanations, superpixel examples, ambiguous
+    assert "images/" not in page
+    before = render_html(_inline(load_images(res, out)))
+    assert _data_uris(page) == _data_uris(before) and page == before
+    with pytest.raises(ParameterError, match="render_html: the results reference the image file"):
+        render_html(res)
+    # --resume reuses every section with its images; a section whose image is gone runs again.
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert sum("reused from the earlier run" in m for m in err.splitlines()) == 5
+    assert json.loads((out / "results.json").read_text())["sections"] == sections
+    gone = wb["gallery"][0]["x_adv"]
+    (out / gone).unlink()
+    assert main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"whitebox: 1 of its image files are missing ({gone}), running again" in err
+    assert sum("reused from the earlier run" in m for m in err.splitlines()) == 4
+    again = json.loads((out / "results.json").read_text())
+    assert (out / gone).is_file() and sorted(image_refs(again)) == sorted(refs)
+    assert _data_uris((out / "index.html").read_text()) == _data_uris(page)

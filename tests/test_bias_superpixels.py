@@ -205,6 +205,13 @@ def test_toy_statistics_in_closed_form() -> None:
     assert torch.tensor(examples[0]["image"]).shape == (1, 8, 12)
     top = torch.tensor(examples[0]["top"])
     assert top.shape == (8, 12) and int(top.sum()) == 16 and bool(top[4:, 8:].all())
+    # pixels="tensors": the same examples as tensors (the audit stores them as image files).
+    tensors = stats.to_dict(pixels="tensors")["examples"]["c"][0]
+    assert tensors["image"].shape == (1, 8, 12) and tensors["image"].dtype == torch.float32
+    torch.testing.assert_close(
+        tensors["image"], torch.tensor(examples[0]["image"]), atol=5e-5, rtol=0
+    )
+    assert torch.equal(tensors["top"], top.int())
     assert "bottom-right" in stats.table("c") and "ratio" in stats.format()
 
 

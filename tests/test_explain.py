@@ -282,6 +282,16 @@ def test_explanation_to_dict_round_trip_and_plots(image: Tensor) -> None:
     path_fig = rl.explain.plot_path(back)
     lines = path_fig.axes[0].get_lines()
     assert len(lines) >= len(back.path.order)
+    # pixels="tensors": image and segments stay tensors (the audit stores them as files), the
+    # rest is the same; from_dict takes that form too.
+    t = exp.to_dict(pixels="tensors")
+    assert torch.equal(t["image"], exp.image.cpu()) and torch.equal(t["segments"], exp.segments)
+    assert {k: v for k, v in t.items() if k not in ("image", "segments")} == {
+        k: v for k, v in exp.to_dict().items() if k not in ("image", "segments")
+    }
+    assert torch.equal(Explanation.from_dict(t).top(2), exp.top(2))
+    with pytest.raises(ParameterError, match="'pixels' must be 'lists' or 'tensors', got 'png'"):
+        exp.to_dict(pixels="png")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- warnings

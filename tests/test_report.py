@@ -27,6 +27,14 @@ import torch
 from PIL import Image as PILImage
 
 import robustlens as rl
+from robustlens._images import (
+    image_refs,
+    is_image_ref,
+    load_image,
+    load_images,
+    save_image,
+    save_images,
+)
 from robustlens._runtime import batched_logits
 from robustlens.errors import ParameterError, RangeError, ShapeError
 from robustlens.report import build_page, render_html, write_report
@@ -1056,3 +1064,84 @@ def test_accuracy_at_is_the_step_function() -> None:
         0.1,
         0.1,
     ]
+
+
+# --------------------------------------------------------------------------- images beside the results
+
+_PIXEL_KEYS = frozenset({"x", "x_adv", "image", "segments", "top"})
+
+
+def _as_tensors(value: Any, key: str | None = None) -> Any:
+    """``value`` with the pixels at the report's image keys as tensors (as ``run_suite`` holds
+    them before writing)."""
+    if key in _PIXEL_KEYS and isinstance(value, list):
+        return torch.tensor(value)
+    if isinstance(value, dict):
+        return {k: _as_tensors(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_tensors(v) for v in value]
+    return value
+
+
+def _as_lists(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_lists(v) for v in value]
+    return value
+
+
+def test_images_beside_the_results_are_read_when_rendering(tmp_path: Path, page: str) -> None:
+    res = full_results()
+    sections = {n: save_images(_as_tensors(s), tmp_path, n) for n, s in res["sections"].items()}
+    written = {**res, "sections": sections}
+    refs = image_refs(written)
+    # 3 gallery pairs, 2 explanations with their segments, 2 superpixel examples (image and
+    # mask) of 4 classes, 6 ambiguous images: every one a PNG file, the JSON numbers only.
+    assert len(refs) == 6 + 4 + 16 + 6 and len(set(refs)) == len(refs)
+    assert sections["whitebox"]["gallery"][0]["x_adv"] == "images/whitebox/gallery-0-x-adv.png"
+    assert all((tmp_path / r).is_file() for r in refs)
+    text = json.dumps(written)
+    assert len(text) < len(json.dumps(res)) / 4  # 28 x 28 images; the gain grows with size
+    (tmp_path / "results.json").write_text(text)
+    # The page reads the files (beside results.json) and embeds every figure it drew from inline
+    # pixels; from the pixels the files hold, it is the same page.
+    index = write_report(json.loads(text), tmp_path).read_text(encoding="utf-8")
+    uris = index.count('src="data:image/png;base64,')
+    assert uris == page.count('src="data:image/png;base64,') and uris >= 10
+    assert "images/" not in index
+    assert index == render_html(_as_lists(load_images(written, tmp_path)))
+    # Pixels as tensors (run_suite without an output folder) are drawn as they are.
+    assert render_html({**res, "sections": _as_tensors(res["sections"])}) == page
+    with pytest.raises(ParameterError, match="render_html: the results reference the image file"):
+        render_html(written)
+    (tmp_path / refs[0]).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{refs[0]}.*does not exist; keep the images/"):
+        write_report(written, tmp_path)
+
+
+def test_image_files_round_trip_and_refuse_what_they_cannot_hold(tmp_path: Path) -> None:
+    x = torch.rand(3, 5, 7)
+    labels = torch.randint(0, 70_000 // 2, (5, 7))
+    out = save_images({"T-shirt/top": [x, x], "t-shirt top": labels}, tmp_path, "bias")
+    assert out == {
+        "T-shirt/top": ["images/bias/t-shirt-top-0.png", "images/bias/t-shirt-top-1.png"],
+        "t-shirt top": "images/bias/t-shirt-top.png",
+    }
+    back = load_images(out, tmp_path)
+    assert float((back["T-shirt/top"][0] - x).abs().max()) <= 0.5 / 255 + 1e-7
+    assert torch.equal(back["t-shirt top"], labels)
+    # Writing the section again replaces its files: nothing stale stays.
+    assert save_images({"a": x}, tmp_path, "bias") == {"a": "images/bias/a.png"}
+    assert sorted(p.name for p in (tmp_path / "images" / "bias").iterdir()) == ["a.png"]
+    assert not is_image_ref("images/../results.json.png") and not is_image_ref("/images/a.png")
+    with pytest.raises(RangeError, match=r"image values must be finite and in \[0, 1\]"):
+        save_image(x * 255, tmp_path, "big")
+    with pytest.raises(ShapeError, match=r"an image must be \(C, H, W\) with C = 1 or 3"):
+        save_image(torch.rand(2, 5, 7), tmp_path, "two")
+    with pytest.raises(RangeError, match="label map values must lie in 0..65535"):
+        save_image(torch.full((2, 2), 70_000), tmp_path, "many")
+    with pytest.raises(ParameterError, match="must be a path 'images/.../NAME.png'"):
+        load_image("../secret.png", tmp_path)

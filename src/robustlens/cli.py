@@ -44,19 +44,145 @@ def _say(msg: str) -> None:
 # --------------------------------------------------------------------------- shared helpers
 
 
-def _load_model(spec: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from robustlens import zoo
+def _resolve_model(args: argparse.Namespace, device: torch.device) -> Any:
+    """The ``--model`` spec and its options through the one resolver (``rl.models.load``)."""
+    from robustlens import models
 
-    return zoo.resolve(spec, device)
+    loaded = models.load(
+        args.model,
+        weights=args.weights,
+        num_classes=args.num_classes,
+        arch=args.arch,
+        model_args=_key_values(args.model_arg, flag="--model-arg"),
+        trust_pickle=args.trust_pickle,
+        mean=args.mean,
+        std=args.std,
+        input_size=args.input_size,
+        resize=args.resize,
+        interpolation=args.interpolation,
+        device=device,
+    )
+    if not args.quiet:
+        _say(f"model {args.model} ({loaded.kind}): {loaded.preprocessing.describe()}")
+        _say(f"  preprocessing from {loaded.preprocessing.source}")
+    for note in loaded.warnings:
+        _say("warning: " + note)
+    return loaded
 
 
-def _load_data(name: str, split: str, root: str | None, limit: int | None, seed: int) -> Any:
+def _data_name(args: argparse.Namespace, loaded: Any) -> str:
     from robustlens import data
 
-    ds = data.load(name, split=split, root=root)
+    name = args.data or loaded.dataset
+    if name is None:
+        raise UsageError(
+            f"the data {args.model} was trained on is unknown: give --data NAME "
+            f"({', '.join(data.names())}) or --data path/to/folder (one sub-folder per class)"
+        )
+    return str(name)
+
+
+def _load_data(
+    args: argparse.Namespace,
+    loaded: Any,
+    name: str,
+    split: str,
+    limit: int | None,
+    seed: int,
+) -> Any:
+    """Data set ``name`` (a registered name or a folder) in the model's input geometry."""
+    from robustlens import data
+
+    pre = loaded.preprocessing
+    folder = Path(name) if name not in data.names() and Path(name).is_dir() else None
+    if name == "folder":
+        if args.data_root is None:
+            raise UsageError("--data folder needs --data-root DIR (or give --data DIR directly)")
+        folder = Path(args.data_root)
+    if folder is not None:
+        ds = data.load_folder(folder, preprocessing=pre)
+    else:
+        ds = data.load(name, split=split, root=args.data_root)
     if limit is not None:
         ds = ds.subset(limit, seed=seed)
+    c, h, w = ds.shape
+    size = pre.input_size
+    if (size is not None and (h, w) != tuple(size)) or c != pre.channels:
+        before = f"{c}x{h}x{w}"
+        ds = data.ImageDataset(pre.apply_to(ds.x), ds.y, classes=list(ds.classes), name=ds.name)
+        _say(
+            f"note: {name} images ({before}) converted to the model's input {'x'.join(map(str, ds.shape))}"
+        )
     return ds
+
+
+def _fit_classes(
+    args: argparse.Namespace, loaded: Any, ds: Any, device: torch.device
+) -> tuple[torch.nn.Module, Any]:
+    """The module to audit on ``ds`` (classes mapped when needed) and ``ds`` with its classes."""
+    from robustlens import data, models
+
+    probe = ds.x[: min(len(ds), 8)].to(device)
+    try:
+        with torch.no_grad():
+            out = loaded.module(probe)
+    except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise UsageError(
+            f"{args.model} cannot take {ds.name}'s images {tuple(probe.shape[1:])}: {detail}. "
+            "Check that --data is the data the model was made for, or give its input geometry "
+            "(--input-size, --resize)"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise UsageError(
+            f"{args.model} returned {getattr(out, 'shape', type(out).__name__)} on a batch of "
+            f"{len(probe)} images; robustlens needs logits (N, K)"
+        )
+    module, classes = models.map_classes(
+        loaded.module,
+        list(ds.classes),
+        num_outputs=int(out.shape[1]),
+        model_classes=loaded.classes,
+        class_map=args.class_map,
+    )
+    if module is not loaded.module:
+        _say(
+            f"classes: the {len(ds.classes)} classes of {ds.name} mapped onto the model's "
+            f"{out.shape[1]} outputs"
+            + (", the rest counted as '(other)'" if len(classes) > len(ds.classes) else "")
+        )
+        ds = data.ImageDataset(ds.x, ds.y, classes=classes, name=ds.name)
+    return module, ds
+
+
+def _model_record(loaded: Any, module: torch.nn.Module) -> dict[str, Any]:
+    from robustlens.models import ClassMapped
+
+    record: dict[str, Any] = loaded.to_dict()
+    if isinstance(module, ClassMapped):
+        record["class_map"] = module.index.tolist()
+    return record
+
+
+def _sanity(loaded: Any, module: torch.nn.Module, ds: Any, accuracy: float) -> list[str]:
+    from robustlens._checks import model_device
+    from robustlens.evaluation.defaults import sanity_warnings
+    from robustlens.models import ClassMapped
+
+    device = model_device(module) or torch.device("cpu")
+    with torch.no_grad():
+        logits = module(ds.x[: min(len(ds), 32)].to(device))
+    notes = sanity_warnings(
+        logits,
+        accuracy=accuracy,
+        num_classes=len([c for c in ds.classes if c != "(other)"]),
+        trained=loaded.trained,
+        normalised=loaded.preprocessing.mean is not None,
+        mapped=isinstance(module, ClassMapped),
+    )
+    for note in notes:
+        _say("warning: " + note)
+    return notes
 
 
 def _positive_int(text: str) -> int:
@@ -119,13 +245,13 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _key_values(pairs: Sequence[str]) -> dict[str, Any]:
+def _key_values(pairs: Sequence[str], *, flag: str = "--arch-option") -> dict[str, Any]:
     """``key=value`` pairs; values are JSON (``widths=[16,32]``) or plain strings."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UsageError(f"--arch-option expects key=value, got {pair!r}")
+            raise UsageError(f"{flag} expects key=value, got {pair!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -134,8 +260,10 @@ def _key_values(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _init_from(model: torch.nn.Module, spec: str) -> None:
-    """Copy the weights of zoo model or checkpoint ``spec`` into ``model`` (same architecture)."""
-    source, _ = _load_model(spec, torch.device("cpu"))
+    """Copy the weights of model ``spec`` (any spec the resolver takes) into ``model``."""
+    from robustlens import models
+
+    source = models.load(spec).module
     ours, theirs = model.state_dict(), source.state_dict()
     mismatch = sorted(
         k
@@ -248,13 +376,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _attacks_from_args(args: argparse.Namespace) -> list[Any]:
+def _attacks_from_args(args: argparse.Namespace, eps: float | None) -> list[Any]:
     """Build the ``--attack`` list; shared options go to the attacks that take them."""
     import dataclasses
 
     from robustlens import attacks
 
-    shared = {"eps": args.eps, "norm": args.norm, "steps": args.steps, "restarts": args.restarts}
+    shared = {"eps": eps, "norm": args.norm, "steps": args.steps, "restarts": args.restarts}
     extra = _key_values(args.attack_option)
     built = []
     for name in args.attack:
@@ -269,20 +397,38 @@ def _attacks_from_args(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from robustlens import attacks
     from robustlens._runtime import resolve_device
     from robustlens.evaluation import clean_accuracy, evaluate
+    from robustlens.evaluation.defaults import default_eps, describe_eps
 
     device = resolve_device(args.device)
-    attack_list = _attacks_from_args(args)
-    model, meta = _load_model(args.model, device)
-    data_name = args.data or meta.get("dataset") or "fashion-mnist"
-    ds = _load_data(data_name, args.split, args.data_root, args.limit, args.seed)
+    for name in args.attack:
+        attacks.ATTACKS.get(name)
+    loaded = _resolve_model(args, device)
+    data_name = _data_name(args, loaded)
+    ds = _load_data(args, loaded, data_name, args.split, args.limit, args.seed)
+    model, ds = _fit_classes(args, loaded, ds, device)
+    eps = args.eps
+    if args.attack and eps is None:
+        eps = default_eps(ds.shape)
+        if args.norm == "l2":
+            eps = 0.5 if max(ds.shape[1:]) <= 64 and ds.shape[0] == 3 else eps * 10
+        _say(
+            f"budget: {describe_eps(eps) if args.norm != 'l2' else f'L2 eps {eps:.4g}'} (the "
+            "convention for images of this size; --eps to change)"
+        )
+    attack_list = _attacks_from_args(args, eps)
     res = clean_accuracy(model, ds, batch_size=args.batch_size, show_progress=not args.quiet)
     _print_clean(res)
+    notes = _sanity(loaded, model, ds, res.accuracy)
     payload: dict[str, Any] = {
         "model": args.model,
+        "model_info": _model_record(loaded, model),
         "data": data_name,
         "split": args.split,
+        "eps": eps,
+        "warnings": loaded.warnings + notes,
         "clean": res.to_dict(),
     }
     if attack_list:
@@ -318,24 +464,33 @@ def cmd_audit_defense(args: argparse.Namespace) -> int:
     from robustlens import data, defenses
     from robustlens._runtime import resolve_device
     from robustlens.evaluation import audit_defense
+    from robustlens.evaluation.defaults import default_eps, describe_eps
 
     device = resolve_device(args.device)
-    model, meta = _load_model(args.model, device)
-    data_name = args.data or meta.get("dataset") or "fashion-mnist"
-    ds = _load_data(data_name, "test", args.data_root, args.limit, args.seed)
-    options = _key_values(args.defense_option)
+    loaded = _resolve_model(args, device)
+    data_name = _data_name(args, loaded)
+    ds = _load_data(args, loaded, data_name, "test", args.limit, args.seed)
+    model, ds = _fit_classes(args, loaded, ds, device)
+    eps = default_eps(ds.shape) if args.eps is None else args.eps
+    _say(f"budget: {describe_eps(eps)}")
+    options = _key_values(args.defense_option, flag="--defense-option")
     pres: list[torch.nn.Module] = []
     for name in args.defense:
         clean = None
         if name == "quilting":
-            clean = data.load(data_name, split="train", root=args.data_root).x
+            if data_name not in data.names():
+                raise UsageError(
+                    "quilting builds its patch database from training images: give --data NAME "
+                    f"of a registered data set with a train split ({', '.join(data.names())})"
+                )
+            clean = _load_data(args, loaded, data_name, "train", None, args.seed).x
         pres.append(defenses.build(name, clean=clean, seed=args.seed, **options).to(device))
     defended = defenses.defend(model, *pres)
     audit = audit_defense(
         defended,
         ds,
         model,
-        eps=args.eps,
+        eps=eps,
         steps=args.steps,
         restarts=args.restarts,
         samples=args.samples,
@@ -350,7 +505,9 @@ def cmd_audit_defense(args: argparse.Namespace) -> int:
     if args.out:
         payload = {
             "model": args.model,
+            "model_info": _model_record(loaded, model),
             "data": data_name,
+            "eps": eps,
             "defenses": [repr(p) for p in pres],
             "audit": audit.to_dict(),
             "meta": _metadata(args, device),
@@ -382,6 +539,32 @@ def _suite_config(args: argparse.Namespace) -> Any:
     return SuiteConfig.from_dict(given, base=cfg)
 
 
+def _default_budget(args: argparse.Namespace, cfg: Any, shape: Sequence[int]) -> Any:
+    """The data's conventional budget unless ``--eps`` or the suite file gave one."""
+    import tomllib
+
+    from robustlens.evaluation.config import SuiteConfig, WhiteboxConfig
+    from robustlens.evaluation.defaults import default_eps, describe_eps
+
+    given = args.eps is not None
+    if args.config and not given:
+        with open(args.config, "rb") as fh:
+            given = "eps" in (tomllib.load(fh).get("whitebox") or {})
+    if not given:
+        eps = default_eps(shape)
+        changes: dict[str, Any] = {"eps": eps}
+        if cfg.whitebox.eps_curve == WhiteboxConfig.eps_curve and eps != cfg.whitebox.eps:
+            changes["eps_curve"] = [
+                round(e * eps / cfg.whitebox.eps, 6) for e in cfg.whitebox.eps_curve
+            ]
+        cfg = SuiteConfig.from_dict({"whitebox": changes}, base=cfg)
+    _say(
+        f"budget: {describe_eps(cfg.whitebox.eps)}"
+        + ("" if given else " (the convention for images of this size; --eps to change)")
+    )
+    return cfg
+
+
 def _print_audit(sections: dict[str, Any], verdicts: list[dict[str, str]]) -> None:
     clean = sections["clean"]
     print(f"clean accuracy: {clean['accuracy']:.4f} on {clean['n']} images")
@@ -391,7 +574,7 @@ def _print_audit(sections: dict[str, Any], verdicts: list[dict[str, str]]) -> No
     if wb:
         ev = wb["evaluation"]
         print(
-            f"white-box, {wb['n']} images, Linf eps {wb['eps']}: robust accuracy "
+            f"white-box, {wb['n']} images, Linf eps {wb['eps']:.4g}: robust accuracy "
             f"{ev['robust_accuracy']:.4f} (worst case over {', '.join(ev['attacks'])})"
         )
         for name, row in ev["per_attack"].items():
@@ -414,20 +597,30 @@ def cmd_audit(args: argparse.Namespace) -> int:
     cfg = _suite_config(args)
     device = resolve_device(args.device)
     model_name = args.model
-    model, meta = _load_model(model_name, device)
     notes: list[str] = []
-    data_name = args.data or meta.get("dataset") or "fashion-mnist"
-    if args.data is None and model_name == DEFAULT_MODEL and not data.available(data_name):
+    if args.data is None and model_name == DEFAULT_MODEL and not data.available("fashion-mnist"):
         notes.append(
             "Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist); the audit "
             "fell back to the digits-cnn model on scikit-learn's digits"
         )
         _say("note: " + notes[-1])
-        model_name, data_name = "digits-cnn", "digits"
-        model, meta = _load_model(model_name, device)
+        model_name = args.model = "digits-cnn"
+    loaded = _resolve_model(args, device)
+    data_name = _data_name(args, loaded)
     args.seed = cfg.seed  # recorded in the metadata
-    ds = _load_data(data_name, "test", args.data_root, cfg.data.limit or None, cfg.seed)
+    ds = _load_data(args, loaded, data_name, "test", cfg.data.limit or None, cfg.seed)
+    model, ds = _fit_classes(args, loaded, ds, device)
     ds = ds.to(device)
+    cfg = _default_budget(args, cfg, ds.shape)
+
+    def train() -> Any:
+        if data_name not in data.names():
+            raise UsageError(
+                "quilting builds its patch database from training images: audit a registered "
+                f"data set with a train split ({', '.join(data.names())}), or leave out quilting"
+            )
+        return _load_data(args, loaded, data_name, "train", None, cfg.seed).to(device)
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -435,22 +628,31 @@ def cmd_audit(args: argparse.Namespace) -> int:
         model,
         ds,
         cfg,
-        train=lambda: data.load(data_name, split="train", root=args.data_root).to(device),
+        train=train,
         out=out,
         resume=args.resume,
         show_progress=not args.quiet,
         log=None if args.quiet else _say,
     )
-    found = [{"level": v.level, "text": v.text} for v in derive_verdicts(sections)]
+    model_notes = loaded.warnings + _sanity(loaded, model, ds, float(sections["clean"]["accuracy"]))
+    found = [{"level": "warn", "text": note} for note in model_notes]
+    found += [{"level": v.level, "text": v.text} for v in derive_verdicts(sections)]
     _print_audit(sections, found)
     payload = {
         "model": model_name,
+        "model_info": _model_record(loaded, model),
         "data": data_name,
         "notes": notes,
         "verdicts": found,
         "config": cfg.to_dict(),
         "sections": sections,
-        "meta": {**_metadata(args, device), "seconds": round(time.perf_counter() - start, 1)},
+        "meta": {
+            **_metadata(args, device),
+            "model source": f"{loaded.kind}: {args.model}",
+            "preprocessing": f"{loaded.preprocessing.describe()} (from "
+            f"{loaded.preprocessing.source})",
+            "seconds": round(time.perf_counter() - start, 1),
+        },
     }
     _write_json(out / "results.json", payload)
     page = write_report(payload, out)
@@ -459,50 +661,50 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from robustlens import data, models, zoo
+    from robustlens import models
     from robustlens._runtime import resolve_device
     from robustlens.explain import Lime, faithfulness, plot_explanation, plot_path
 
     device = resolve_device(args.device)
-    model, meta = _load_model(args.model, device)
-    classes = [str(c) for c in meta.get("classes") or []]
+    loaded = _resolve_model(args, device)
+    model = loaded.module
+    classes = list(loaded.classes or [])
+    pre = loaded.preprocessing
     source: dict[str, Any]
     if args.image:
         import numpy as np
         from PIL import Image, UnidentifiedImageError
 
-        checkpoint = zoo.ZOO.get(args.model).path if args.model in zoo.ZOO else Path(args.model)
-        arch = models.read_checkpoint(checkpoint).get("arch_kwargs") or {}
-        channels, size = arch.get("in_channels"), arch.get("image_size")
-        if (channels is None or size is None) and (args.data or meta.get("dataset")):
-            ref = data.load(args.data or meta["dataset"], split="test", root=args.data_root)
-            channels, size = ref.shape[0], ref.shape[1]
-        if channels not in (1, 3) or size is None:
-            raise UsageError(
-                "explain: cannot tell the model's input channels and size; give --data NAME of "
-                "the data set it was trained on, or use --data/--index instead of --image"
-            )
         try:
             with Image.open(args.image) as opened:
-                pil = opened.convert("L" if channels == 1 else "RGB").resize(
-                    (int(size), int(size)), Image.Resampling.BICUBIC
+                rgb = np.asarray(
+                    opened.convert("L" if pre.channels == 1 else "RGB"), dtype=np.uint8
                 )
-                pixels = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255)
         except (OSError, UnidentifiedImageError) as exc:
             raise UsageError(f"explain: cannot read image {args.image!r}: {exc}") from None
-        image = pixels.reshape(int(size), int(size), int(channels)).permute(2, 0, 1).contiguous()
+        pixels = torch.from_numpy(rgb.copy()).float().div_(255.0)
+        pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+        image = pre.apply_to(pixels.unsqueeze(0))[0]
         source = {"image": str(args.image), "label": None}
     else:
-        data_name = args.data or meta.get("dataset") or "fashion-mnist"
-        ds = _load_data(data_name, args.split, args.data_root, None, args.seed)
+        data_name = _data_name(args, loaded)
+        ds = _load_data(args, loaded, data_name, args.split, None, args.seed)
         if not 0 <= args.index < len(ds):
             raise UsageError(
                 f"explain: --index must lie in 0..{len(ds) - 1} for {data_name} {args.split}, "
                 f"got {args.index}"
             )
+        mapped, ds = _fit_classes(args, loaded, ds, device)
         image, label = ds[args.index]
-        classes = list(ds.classes)
+        label_name = ds.classes[int(label)]
         source = {"data": data_name, "split": args.split, "index": args.index, "label": int(label)}
+        if isinstance(mapped, models.ClassMapped):
+            # Explain the model's own classes; the label is the model's output for it.
+            label_index = int(mapped.index[int(label)])
+            source.update(label=label_index, label_name=label_name)
+        else:
+            classes = list(ds.classes)
+    source["preprocessing"] = pre.to_dict()
     lime = Lime(
         samples=args.samples,
         K=args.K,
@@ -525,6 +727,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     payload = {
         "model": args.model,
+        "model_info": loaded.to_dict(),
         **source,
         "explanation": exp.to_dict(),
         "faithfulness": curves.to_dict(),
@@ -538,6 +741,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _attack_names() -> list[str]:
+    from robustlens import attacks
+
+    return attacks.ATTACKS.names()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -556,6 +765,62 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.add_argument("--data-root", metavar="DIR", help="folder to look for the data in first")
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--model",
+            default=DEFAULT_MODEL,
+            help="a zoo name, a checkpoint, TorchScript or torch.export file, torchvision:NAME, "
+            "timm:NAME, path/to/file.py:factory or package.module:factory (default: "
+            f"{DEFAULT_MODEL}; see docs/own-model.md)",
+        )
+        g = p.add_argument_group(
+            "your own model",
+            "how to build it, and its preprocessing when the model does not carry it",
+        )
+        g.add_argument(
+            "--weights", metavar="FILE", help="state_dict for torchvision:, timm:, code or --arch"
+        )
+        g.add_argument(
+            "--num-classes",
+            type=_positive_int,
+            help="outputs of a model built here (constructor's)",
+        )
+        g.add_argument("--arch", help="robustlens architecture of a bare state_dict file")
+        g.add_argument(
+            "--model-arg",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="keyword for the model's factory, value as JSON (repeatable)",
+        )
+        g.add_argument(
+            "--trust-pickle",
+            action="store_true",
+            help="load a model pickled whole: this RUNS CODE from the file, only for files you trust",
+        )
+        g.add_argument(
+            "--mean", type=float, nargs="+", metavar="M", help="normalisation mean per channel"
+        )
+        g.add_argument(
+            "--std", type=float, nargs="+", metavar="S", help="normalisation std per channel"
+        )
+        g.add_argument(
+            "--input-size",
+            type=_positive_int,
+            nargs="+",
+            metavar="PX",
+            help="model input side (or H W); images are centre-cropped to it",
+        )
+        g.add_argument(
+            "--resize", type=_positive_int, metavar="PX", help="resize the shorter side first"
+        )
+        g.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest"])
+        g.add_argument(
+            "--class-map",
+            metavar="FILE",
+            help="JSON or text file mapping each data set class to a model output",
+        )
 
     zoo_p = sub.add_parser("zoo", help="list the pretrained models shipped with robustlens")
     zoo_sub = zoo_p.add_subparsers(dest="zoo_command", metavar="ACTION", parser_class=_Parser)
@@ -632,8 +897,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Example: robustlens evaluate --model fmnist-cnn --attack pgd --eps 0.1 "
         "--out runs/pgd",
     )
-    ev.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
-    ev.add_argument("--data", help="data set name (default: the model's own)")
+    model_options(ev)
+    ev.add_argument("--data", help="data set name or folder (default: the model's own)")
     ev.add_argument("--split", default="test", choices=["train", "test"])
     ev.add_argument("--limit", type=_positive_int, help="evaluate a stratified sample of N images")
     ev.add_argument("--batch-size", type=_positive_int, default=256)
@@ -642,9 +907,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="attack to run (repeatable): fgsm, ifgsm, pgd, deepfool, cw",
+        help="attack to run (repeatable): " + ", ".join(_attack_names()),
     )
-    ev.add_argument("--eps", type=float, help="attack budget in pixel space, e.g. 0.1")
+    ev.add_argument(
+        "--eps",
+        type=float,
+        help="attack budget in pixel space (default: 0.1 for MNIST-like images, 8/255 "
+        "CIFAR-sized, 4/255 larger)",
+    )
     ev.add_argument("--norm", choices=["linf", "l2"], help="threat model of the budget")
     ev.add_argument("--steps", type=_positive_int, help="attack iterations")
     ev.add_argument("--restarts", type=_positive_int, help="random restarts (PGD)")
@@ -671,8 +941,8 @@ def build_parser() -> argparse.ArgumentParser:
         "self-contained HTML report. Default: the zoo's fmnist-cnn on Fashion-MNIST (digits if "
         "it is missing).",
     )
-    au.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
-    au.add_argument("--data", help="data set name (default: the model's own)")
+    model_options(au)
+    au.add_argument("--data", help="data set name or folder (default: the model's own)")
     au.add_argument(
         "--quick", action="store_true", help="small samples: the whole suite in under 3 minutes"
     )
@@ -691,7 +961,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--attack-limit", type=_positive_int, help="images attacked (default 1000; --quick: 200)"
     )
     au.add_argument(
-        "--eps", type=float, help="Linf budget of the fixed-budget attacks (default: 0.1)"
+        "--eps",
+        type=float,
+        help="Linf budget of the fixed-budget attacks (default: 0.1 for MNIST-like images, 8/255 "
+        "for CIFAR-sized, 4/255 for larger)",
     )
     au.add_argument(
         "--defense",
@@ -712,8 +985,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verdict. Example: robustlens audit-defense --defense jpeg --defense-option quality=75 "
         "--limit 200",
     )
-    ad.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
-    ad.add_argument("--data", help="data set name (default: the model's own)")
+    model_options(ad)
+    ad.add_argument("--data", help="data set name or folder (default: the model's own)")
     ad.add_argument(
         "--defense",
         action="append",
@@ -730,7 +1003,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable)",
     )
     ad.add_argument("--limit", type=_positive_int, default=200, help="images (default: 200)")
-    ad.add_argument("--eps", type=float, default=0.1, help="Linf budget (default: 0.1)")
+    ad.add_argument(
+        "--eps",
+        type=float,
+        help="Linf budget (default: 0.1 for MNIST-like, 8/255 CIFAR-sized, 4/255 larger images)",
+    )
     ad.add_argument("--steps", type=_positive_int, default=20, help="PGD steps (default: 20)")
     ad.add_argument("--restarts", type=_positive_int, default=1)
     ad.add_argument("--samples", type=_positive_int, default=4, help="EOT draws (default: 4)")
@@ -763,8 +1040,8 @@ def build_parser() -> argparse.ArgumentParser:
         "DIR/explanation.png and DIR/path.png. Example: robustlens explain --model fmnist-cnn "
         "--index 0 --out runs/explain",
     )
-    ex.add_argument("--model", default=DEFAULT_MODEL, help="zoo name or checkpoint path")
-    ex.add_argument("--data", help="data set name (default: the model's own)")
+    model_options(ex)
+    ex.add_argument("--data", help="data set name or folder (default: the model's own)")
     ex.add_argument("--split", default="test", choices=["train", "test"])
     ex.add_argument(
         "--index", type=int, default=0, help="index of the image in the data set (default: 0)"

@@ -40,18 +40,32 @@ _TINY = 1e-12
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Untargeted DLR, per sample, to ascend: ``-(z_y - max_{i!=y} z_i) / (z_(1) - z_(3))``."""
+    """Untargeted DLR, per sample, to ascend: ``-(z_y - max_{i!=y} z_i) / (z_(1) - z_(3))``.
+
+    With two classes there is no third logit to scale by, and the loss is the plain margin.
+    """
     top = logits.sort(dim=1, descending=True).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
-    return -(z_y - other_max(logits, y)) / (top[:, 0] - top[:, 2] + _TINY)
+    margin = z_y - other_max(logits, y)
+    if logits.shape[1] < 3:
+        return -margin
+    return -margin / (top[:, 0] - top[:, 2] + _TINY)
 
 
 def dlr_targeted_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
-    """Targeted DLR, per sample, to ascend: ``-(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2)``."""
+    """Targeted DLR, per sample, to ascend: ``-(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2)``.
+
+    The scale needs four classes; with three it is ``z_(1) - z_(3)`` (the untargeted DLR's), with
+    two the loss is the plain margin ``-(z_y - z_t)``.
+    """
     top = logits.sort(dim=1, descending=True).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     z_t = logits.gather(1, target[:, None]).squeeze(1)
-    return -(z_y - z_t) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + _TINY)
+    k = logits.shape[1]
+    if k < 3:
+        return -(z_y - z_t)
+    low = (top[:, 2] + top[:, 3]) / 2 if k >= 4 else top[:, 2]
+    return -(z_y - z_t) / (top[:, 0] - low + _TINY)
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -236,8 +250,6 @@ class APGD(Attack):
             with torch.no_grad():
                 logits = run.forward(run.x)
             k = logits.shape[1]
-            if k < 4:
-                raise ParameterError(f"APGD-T: the targeted DLR loss needs >= 4 classes, got {k}")
             order = logits.scatter(1, run.y[:, None], -math.inf).argsort(1, descending=True)
             plans: list[Tensor | None] = [order[:, j] for j in range(min(self.targets, k - 1))]
         else:

@@ -63,7 +63,8 @@ import torch
 from torch import Tensor, nn
 
 from robustlens._checks import check_model, model_device
-from robustlens._runtime import batched_logits, image_json
+from robustlens._images import Pixels, as_pixels, check_pixels
+from robustlens._runtime import batched_logits
 from robustlens.data.dataset import ImageDataset
 from robustlens.data.spurious import PlantedCue, _check_dataset, apply_cue
 from robustlens.errors import (
@@ -490,8 +491,14 @@ class SuperpixelStats:
             head.append(f"LIME warned on {self.lime_warnings} of {len(self.explanations)} images")
         return "\n\n".join(["\n".join(head), *(cs.format() for cs in self.classes.values())])
 
-    def examples(self, per_class: int = 2) -> dict[str, list[dict[str, Any]]]:
-        """The first ``per_class`` explained images of each class with their top-``k`` mask."""
+    def examples(
+        self, per_class: int = 2, *, pixels: Pixels = "lists"
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The first ``per_class`` explained images of each class with their top-``k`` mask
+        (``image`` ``C x H x W``, ``top`` ``H x W`` 0/1; nested lists, or CPU tensors with
+        ``pixels="tensors"``)."""
+        where = "SuperpixelStats.examples"
+        check_pixels(pixels, where=where)
         out: dict[str, list[dict[str, Any]]] = {}
         for name, cs in self.classes.items():
             rows = (self.superpixel_class[self.top] == cs.index).nonzero().flatten()
@@ -506,17 +513,18 @@ class SuperpixelStats:
                 top_mask = keep[exp.segments.to(keep.device)]
                 entries.append(
                     {
-                        "image": image_json(exp.image),
-                        "top": top_mask.int().tolist(),
+                        "image": as_pixels(exp.image, pixels, where=where),
+                        "top": as_pixels(top_mask.int(), pixels, where=where),
                     }
                 )
             out[name] = entries
         return out
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, pixels: Pixels = "lists") -> dict[str, Any]:
         """JSON-ready: ``k``, ``images_per_class``, thresholds, per-class tables, ``flags`` and
         two ``examples`` per class (image ``C x H x W`` rounded to 4 decimals, ``top`` ``H x W``
-        0/1)."""
+        0/1). ``pixels="tensors"`` leaves the examples' pixels as CPU tensors, for a writer that
+        stores them as image files (the audit's ``results.json`` names them by path)."""
         return {
             "k": self.k,
             "images_per_class": self.images_per_class,
@@ -525,7 +533,7 @@ class SuperpixelStats:
             "alpha": self.alpha,
             "classes": {name: cs.to_dict() for name, cs in self.classes.items()},
             "flags": self.flags,
-            "examples": self.examples(2),
+            "examples": self.examples(2, pixels=pixels),
         }
 
 

@@ -27,7 +27,9 @@ from robustlens.data.dataset import ImageDataset
 from robustlens.data.digits import load_digits
 from robustlens.data.folder import load_folder
 from robustlens.data.idx import read_idx, write_idx
+from robustlens.data.imagenet import imagenet_names, imagenet_wnids, map_to_imagenet, read_class_map
 from robustlens.data.mnist import load_idx_dataset
+from robustlens.data.preprocess import Preprocessing
 from robustlens.data.printed import load_printed_digits
 from robustlens.data.spurious import PLANTED, PlantedCue, cue_test_sets, load_planted, plant_cue
 from robustlens.errors import ParameterError
@@ -37,13 +39,18 @@ __all__ = [
     "CueConflict",
     "ImageDataset",
     "PlantedCue",
+    "Preprocessing",
     "available",
     "cue_conflict",
     "cue_test_sets",
+    "imagenet_names",
+    "imagenet_wnids",
     "load",
     "load_folder",
+    "map_to_imagenet",
     "names",
     "plant_cue",
+    "read_class_map",
     "read_idx",
     "shapes_dataset",
     "write_idx",

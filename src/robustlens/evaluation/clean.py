@@ -24,6 +24,13 @@ def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor
         >>> confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]), 2).tolist()
         [[1, 0], [1, 1]]
     """
+    for name, v in (("y_true", y_true), ("y_pred", y_pred)):
+        if v.numel() and (int(v.min()) < 0 or int(v.max()) >= num_classes):
+            raise LabelError(
+                f"confusion_matrix: {name} holds classes outside 0..{num_classes - 1} "
+                f"(range {int(v.min())}..{int(v.max())}); map the model's classes onto the data "
+                "set's first (rl.models.map_classes)"
+            )
     flat = y_true.long() * num_classes + y_pred.long()
     return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
 
@@ -85,13 +92,20 @@ def clean_accuracy(
     )
     check_logits(logits, len(ds), where="clean_accuracy")
     k = logits.shape[1]
-    if k < ds.num_classes:
+    classes = list(ds.classes)
+    numbered = classes == [str(i) for i in range(len(classes))]
+    if k > len(classes) and numbered:
+        # Unnamed classes: the labels are the model's own output indices.
+        classes = [str(i) for i in range(k)]
+    elif k != ds.num_classes:
         raise LabelError(
             f"clean_accuracy: the model outputs {k} classes but {ds.name!r} has {ds.num_classes}; "
-            "the model was trained for another data set"
+            "map the data set's classes onto the model's outputs with "
+            f"rl.models.map_classes(model, ds.classes, num_outputs={k}) (the CLI does it for "
+            "ImageNet class folders, or with --class-map FILE)"
         )
     pred = logits.argmax(1)
-    conf = confusion_matrix(ds.y.cpu(), pred.cpu(), k)[: ds.num_classes, : ds.num_classes]
+    conf = confusion_matrix(ds.y.cpu(), pred.cpu(), k)
     counts = conf.sum(1).double()
     per_class = torch.where(counts > 0, conf.diagonal().double() / counts.clamp_min(1), torch.nan)
     return CleanResult(
@@ -99,6 +113,6 @@ def clean_accuracy(
         per_class=per_class.float(),
         confusion=conf,
         predictions=pred.cpu(),
-        classes=list(ds.classes),
+        classes=classes,
         n=len(ds),
     )

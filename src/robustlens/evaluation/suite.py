@@ -13,14 +13,20 @@ Sections, in order (each one's settings in :class:`~robustlens.evaluation.config
 - ``explanations``: LIME on a few test images with faithfulness and stability.
 - ``bias``: corruption robustness (with mCE against a baseline when given), random vs adversarial
   noise, ambiguous test images, for Fashion-MNIST accuracy at the levels of its class hierarchy,
-  the shape bias (of the model if it classifies the cue-conflict shapes, else of the zoo's
-  shapes-cnn for reference), reliance on a planted cue, and superpixel statistics over classes.
+  the shape bias (of the model if it classifies the cue-conflict shapes, else skipped with the
+  reason), reliance on a planted cue, and superpixel statistics over classes.
 
-With ``out``, each finished section is written to ``out/.robustlens/sections/NAME.json`` with a
-fingerprint of the model, the data (images and labels) and the section's settings;
-``resume=True`` reuses the sections whose fingerprint matches and the white-box evaluation resumes
-from its per-image rows, so an interrupted audit loses at most the section it was in (and none of
-the white-box rows).
+Sections hold numbers; the images they show (gallery, explained images and their segments,
+superpixel examples and masks, ambiguous images) are tensors in the section's dict. With ``out``,
+each finished section's tensors are written as PNG files under ``out/images/NAME/`` and replaced
+by their paths relative to ``out`` (:func:`robustlens._images.save_images`), so the dicts
+``run_suite`` returns, and ``results.json``, hold no pixels; without ``out`` the tensors stay.
+
+With ``out``, each finished section is also written to ``out/.robustlens/sections/NAME.json`` with
+a fingerprint of the model, the data (images and labels) and the section's settings;
+``resume=True`` reuses the sections whose fingerprint matches (and whose image files are still
+there) and the white-box evaluation resumes from its per-image rows, so an interrupted audit loses
+at most the section it was in (and none of the white-box rows).
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustlens._runtime import batched_logits, image_json
+from robustlens._images import image_refs, save_images
+from robustlens._runtime import batched_logits
 from robustlens.attacks import FGSM, IFGSM, PGD, CarliniWagner, DeepFool, Ensemble
 from robustlens.attacks.base import Attack, AttackResult
 from robustlens.blackbox import NES, Oracle
@@ -52,16 +59,23 @@ __all__ = ["run_suite", "success_vs_queries"]
 
 Log = Callable[[str], None]
 
+_FORMAT = 2
+"""Version of the saved section files: 2 keeps images as PNG files beside them (1 held them as
+nested lists in the JSON, and is run again rather than reused)."""
+
 
 # --------------------------------------------------------------------------- storage
 
 
 class _Store:
-    """Finished sections on disk, each with the fingerprint of what produced it."""
+    """Finished sections on disk, each with the fingerprint of what produced it; their images as
+    PNG files under ``out/images/NAME/``."""
 
     def __init__(self, out: Path | None, resume: bool, base: str, log: Log) -> None:
-        # Everything the suite keeps lives under out/.robustlens, so that a fresh run clears only
-        # its own files, never a folder of the user's.
+        self.out = out
+        # The suite's bookkeeping lives under out/.robustlens, so that a fresh run clears only its
+        # own files, never a folder of the user's; the images the results reference live under
+        # out/images/NAME/, emptied of its PNG files when section NAME is written again.
         self.root = None if out is None else out / ".robustlens"
         self.dir = None if self.root is None else self.root / "sections"
         self.resume = resume
@@ -84,7 +98,7 @@ class _Store:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def load(self, name: str, settings: Any) -> dict[str, Any] | None:
-        if self.dir is None or not self.resume:
+        if self.out is None or self.dir is None or not self.resume:
             return None
         path = self.dir / f"{name}.json"
         if not path.is_file():
@@ -94,21 +108,35 @@ class _Store:
         except (OSError, json.JSONDecodeError):
             self.log(f"{name}: the saved section is unreadable, running it again")
             return None
+        if saved.get("format") != _FORMAT:
+            self.log(f"{name}: saved by an older robustlens, running again")
+            return None
         if saved.get("fingerprint") != self.key(name, settings):
             self.log(f"{name}: model, data or settings changed since the saved run, running again")
             return None
-        self.log(f"{name}: reused from the earlier run")
         result: dict[str, Any] = saved["result"]
+        missing = [ref for ref in image_refs(result) if not (self.out / ref).is_file()]
+        if missing:
+            self.log(
+                f"{name}: {len(missing)} of its image files are missing ({missing[0]}), "
+                "running again"
+            )
+            return None
+        self.log(f"{name}: reused from the earlier run")
         return result
 
-    def save(self, name: str, settings: Any, result: dict[str, Any]) -> None:
-        if self.dir is None:
-            return
+    def save(self, name: str, settings: Any, result: dict[str, Any]) -> dict[str, Any]:
+        """Write section ``name`` (its tensors as PNG files, see :func:`save_images`) and return it
+        as written; without a folder, return ``result`` as it is."""
+        if self.dir is None or self.out is None:
+            return result
+        written: dict[str, Any] = save_images(result, self.out, name)
         path = self.dir / f"{name}.json"
         tmp = path.with_suffix(".tmp")
-        payload = {"fingerprint": self.key(name, settings), "result": result}
+        payload = {"format": _FORMAT, "fingerprint": self.key(name, settings), "result": written}
         tmp.write_text(json.dumps(payload, default=_json_default))
         tmp.replace(path)
+        return written
 
 
 def _data_fingerprint(ds: ImageDataset) -> str:
@@ -155,8 +183,6 @@ def _check_suite(
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
@@ -244,9 +270,9 @@ def whitebox_section(
         pool = ds[: min(len(ds), 20 * wb.gallery)]
         res = pgd(model, pool.x, pool.y)
         shown = gallery(res, ds.classes, wb.gallery)
-        for item in shown:
-            item["x"] = image_json(pool.x[item["index"]])
-            item["x_adv"] = image_json(res.x_adv[item["index"]])
+        for item in shown:  # tensors: stored as image files with the section
+            item["x"] = pool.x[item["index"]].cpu()
+            item["x_adv"] = res.x_adv[item["index"]].cpu()
     return {
         "eps": wb.eps,
         "n": len(ds),
@@ -400,11 +426,16 @@ def run_suite(
     Args:
         config: the suite's settings (default: :class:`SuiteConfig` defaults).
         train: returns the training split when a section needs it (quilting's database).
-        out: folder for the finished sections (and the white-box evaluation's per-image rows).
+        out: folder for the finished sections, their images (``out/images/``) and the white-box
+            evaluation's per-image rows.
         resume: reuse the sections ``out`` already holds for the same model, data and settings.
 
     Returns:
-        ``{section name: JSON-ready dict}``; each dict has its ``seconds``.
+        ``{section name: dict}``; each dict has its ``seconds``. With ``out`` the dicts are
+        JSON-ready: their images are files under ``out/images/`` named by paths relative to
+        ``out`` (``"images/whitebox/gallery-0-x.png"``). Without ``out`` the images are CPU
+        tensors, float ``(C, H, W)`` in ``[0, 1]`` (segments and masks: integer ``(H, W)``);
+        :func:`robustlens.report.render_html` takes either form.
     """
     cfg = config if config is not None else SuiteConfig()
     say = log or (lambda _: None)
@@ -428,8 +459,7 @@ def run_suite(
         start = time.perf_counter()
         result = fn()
         result["seconds"] = round(time.perf_counter() - start, 2)
-        store.save(name, settings, result)
-        sections[name] = result
+        sections[name] = store.save(name, settings, result)
 
     section(
         "clean",
@@ -523,7 +553,7 @@ def explanations_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig
     items = []
     for i, exp in zip(idx.tolist(), exps, strict=True):  # a handful of images
         faith = faithfulness(model, exp)
-        item = exp.to_dict()
+        item = exp.to_dict(pixels="tensors")  # image and segments: stored as files
         item.update(
             index=i,
             label=ds.classes[int(ds.y[i])],
@@ -559,7 +589,7 @@ def bias_section(
     """What the model relies on: corruptions (mCE against ``config.bias.baseline`` when given),
     random against adversarial noise of the same norm, ambiguous test images, accuracy at the
     levels of the class hierarchy (Fashion-MNIST), the shape bias (the model's when it classifies
-    the cue-conflict shapes, else the zoo's shapes-cnn's for reference), reliance on a planted
+    the cue-conflict shapes, else skipped with the reason), reliance on a planted
     ``cue`` when one is named, and superpixel statistics over classes."""
     from robustlens import bias
     from robustlens.explain import Lime
@@ -571,9 +601,9 @@ def bias_section(
     baseline = None
     if bc.baseline:
         if load_model is None:
-            from robustlens.models.zoo import resolve
+            from robustlens.models import load
 
-            ref = resolve(bc.baseline, ds.x.device)[0]
+            ref = load(bc.baseline, device=ds.x.device).module
         else:
             ref = load_model(bc.baseline)
         baseline = bias.corruption_robustness(ref, sub, severities=bc.severities, seed=seed)
@@ -588,7 +618,7 @@ def bias_section(
         amb = bias.ambiguous(model, ds, k=bc.ambiguous)
         items = amb.to_dict()
         for item in items:
-            item["image"] = image_json(ds.x[item["index"]])
+            item["image"] = ds.x[item["index"]].cpu()  # a tensor: stored as a file
         out["ambiguous"] = {"n": len(ds), "items": items}
     if bc.shape_bias:
         out.update(_shape_bias(model, ds, bc.shape_stimuli, seed, log))
@@ -602,7 +632,7 @@ def bias_section(
         stats = bias.superpixel_statistics(
             model, ds, images_per_class=bc.superpixel_images, lime=lime, seed=seed
         )
-        out["superpixels"] = stats.to_dict()
+        out["superpixels"] = stats.to_dict(pixels="tensors")
     if ds.classes == bias.FASHION_MNIST.classes:
         pred = batched_logits(model, ds.x).argmax(1)
         confusion, names = bias.FASHION_MNIST.confusion(pred, ds.y, level=1)
@@ -619,24 +649,19 @@ def bias_section(
 
 def _shape_bias(model: nn.Module, ds: ImageDataset, n: int, seed: int, log: Log) -> dict[str, Any]:
     """The Geirhos shape bias of ``model`` when it classifies the cue-conflict classes; otherwise
-    of the zoo's ``shapes-cnn``, trained on the aligned set, as a reference with a note."""
+    the section is skipped with the reason (never another model's bias in its place)."""
     from robustlens.bias import shape_bias
     from robustlens.data import cue_conflict
-    from robustlens.models.zoo import load
 
     probe = cue_conflict(2, seed=seed)
     c, h, _ = ds.shape
-    own = ds.classes == probe.classes
-    name = "audited model" if own else "shapes-cnn"
-    ref = model if own else load("shapes-cnn", ds.x.device)
-    size, channels = (h, c) if own else (32, 1)
-    log(f"shape bias of the {name} on {n} cue-conflict stimuli")
-    stimuli = cue_conflict(n, size=size, channels=channels, seed=seed, device=ds.x.device)
-    out: dict[str, Any] = {"shape_bias": {name: shape_bias(ref, stimuli).to_dict()}}
-    if not own:
-        out["shape_bias_note"] = {
-            "note": "the audited model does not classify the cue-conflict classes "
-            f"({', '.join(probe.classes)}), so the shape bias shown is that of the zoo's "
-            "shapes-cnn (trained on shapes whose texture agrees with the class), for reference"
-        }
-    return out
+    if ds.classes != probe.classes:
+        reason = (
+            "skipped: the audited model does not classify the cue-conflict classes "
+            f"({', '.join(probe.classes)}), so its shape bias cannot be measured on these stimuli"
+        )
+        log(f"shape bias {reason}")
+        return {"shape_bias_note": {"note": reason}}
+    log(f"shape bias of the audited model on {n} cue-conflict stimuli")
+    stimuli = cue_conflict(n, size=h, channels=c, seed=seed, device=ds.x.device)
+    return {"shape_bias": {"audited model": shape_bias(model, stimuli).to_dict()}}

@@ -65,7 +65,8 @@ from torch import Tensor, nn
 
 from robustlens import _filters
 from robustlens._checks import check_images, check_logits, check_model, model_device
-from robustlens._runtime import image_json, inference_mode
+from robustlens._images import Pixels, as_pixels
+from robustlens._runtime import inference_mode
 from robustlens.errors import DTypeError, LabelError, ParameterError, ShapeError
 from robustlens.explain._solvers import LassoPath, lasso_path, weighted_least_squares
 from robustlens.explain.segmentation import (
@@ -318,11 +319,16 @@ class Explanation:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (image rounded to 4 decimals); :meth:`from_dict` inverts it."""
+    def to_dict(self, *, pixels: Pixels = "lists") -> dict[str, Any]:
+        """JSON-ready dict (image rounded to 4 decimals); :meth:`from_dict` inverts it.
+
+        ``pixels="tensors"`` leaves ``image`` and ``segments`` as CPU tensors, for a writer that
+        stores them as image files (the audit's ``results.json`` names them by path).
+        """
+        where = "Explanation.to_dict"
         return {
-            "image": image_json(self.image),
-            "segments": self.segments.tolist(),
+            "image": as_pixels(self.image, pixels, where=where),
+            "segments": as_pixels(self.segments, pixels, where=where),
             "weights": [float(v) for v in self.weights.tolist()],
             "intercept": self.intercept,
             "target": self.target,
@@ -346,12 +352,13 @@ class Explanation:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Explanation:
-        """Rebuild an explanation written by :meth:`to_dict` (tensors on the CPU)."""
+        """Rebuild an explanation written by :meth:`to_dict` (tensors on the CPU); ``image`` and
+        ``segments`` may be nested lists or tensors."""
         weights = torch.tensor(d["weights"], dtype=torch.float64)
         names = d.get("class_names")
         return cls(
-            image=torch.tensor(d["image"], dtype=torch.float32),
-            segments=torch.tensor(d["segments"], dtype=torch.long),
+            image=torch.as_tensor(d["image"], dtype=torch.float32).cpu(),
+            segments=torch.as_tensor(d["segments"], dtype=torch.long).cpu(),
             weights=weights,
             intercept=float(d["intercept"]),
             target=int(d["target"]),

@@ -78,9 +78,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln]
         if not lines:
+            text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+            kept = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            kept = [ln for ln in kept if "documentation of torch.load" not in ln]
+            detail = kept[0] if kept else "unreadable pickle"
             raise CheckpointError(
-                f"{path} is not a readable checkpoint (corrupt or truncated: "
-                f"{str(exc).splitlines()[-1][:200]})"
+                f"{path} is not a readable checkpoint (corrupt, truncated, or not written by "
+                f"torch.save: {detail[:200]}); save the model's weights with "
+                "torch.save(model.state_dict(), path)"
             ) from exc
         raise CheckpointError(
             f"refusing to load {path}: it holds Python objects other than tensors and plain data, "

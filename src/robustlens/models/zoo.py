@@ -142,12 +142,11 @@ def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
 
 
 def resolve(spec: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A model from a zoo name or a checkpoint path, with its metadata (``dataset``, ``classes``)."""
-    if spec in ZOO:
-        return load(spec, device), info(spec)
-    path = Path(spec)
-    if path.suffix in (".pt", ".pth", ".ckpt") or path.exists():
-        meta = dict(read_checkpoint(path).get("meta") or {})
-        return load_checkpoint(path, map_location=device), meta
-    ZOO.get(spec)  # raises UnknownNameError with a suggestion
-    raise AssertionError("unreachable")
+    """A model from any spec :func:`robustlens.models.load` takes, with what is known of it
+    (``dataset``, ``classes``, ``preprocessing``). Kept for callers of the zoo-only era."""
+    from robustlens.models.resolve import load as resolve_model
+
+    loaded = resolve_model(spec, device=device)
+    meta = {**loaded.meta, **loaded.to_dict()}
+    meta["dataset"], meta["classes"] = loaded.dataset, loaded.classes
+    return loaded.module, meta

@@ -3,8 +3,10 @@
 ``render_html(results) -> str`` turns the dict of ``results.json`` into one HTML page (inline CSS,
 figures embedded as PNG data URIs, no script, nothing fetched); ``write_report(results, out_dir)``
 writes it to ``out_dir/index.html``. The report only reads the results: re-render it at any time
-from a saved ``results.json``. Figures live in :mod:`robustlens.report.figures`, one renderer per
-section (with the schema it expects) in :mod:`robustlens.report.sections`.
+from a saved ``results.json`` (its images are PNG files beside it, read from ``root=``, by default
+``out_dir``; see :mod:`robustlens.report.html`). Figures live in
+:mod:`robustlens.report.figures`, one renderer per section (with the schema it expects) in
+:mod:`robustlens.report.sections`.
 
 Example:
     >>> import robustlens as rl

@@ -185,7 +185,8 @@ def curves_figure(
 
 
 def to_image(values: Any, *, where: str = "image") -> np.ndarray:
-    """A nested list ``(C, H, W)`` (or ``(H, W)``) in [0, 1] as an array ``(C, H, W)``, C in {1, 3}.
+    """An image ``(C, H, W)`` (or ``(H, W)``) in [0, 1], as a nested list, an array or a CPU tensor,
+    as an array ``(C, H, W)``, C in {1, 3}.
 
     Example:
         >>> to_image([[0.0, 1.0], [0.5, 0.5]]).shape
@@ -247,7 +248,8 @@ def gallery_figure(items: Sequence[Mapping[str, Any]], *, per_row: int = 2) -> F
     """Adversarial examples: clean image, adversarial image, perturbation magnified.
 
     Each item is ``{"label", "clean_pred", "adv_pred", "x", "x_adv", ...}`` with ``x`` and
-    ``x_adv`` nested lists ``(C, H, W)`` in [0, 1]; ``per_row`` items share a row of panels.
+    ``x_adv`` images ``(C, H, W)`` in [0, 1] (see :func:`to_image`); ``per_row`` items share a row
+    of panels.
     """
     if not items:
         raise ParameterError("gallery_figure: 'items' must hold at least one example, got none")
@@ -310,7 +312,7 @@ def ambiguous_figure(items: Sequence[Mapping[str, Any]], *, per_row: int = 5) ->
     """The images a model hesitates on, each titled ``top (p1) / second (p2)`` and its true label.
 
     Each item is ``{"classes": [top, second], "probs": [p1, p2], "label", "image"}`` with
-    ``image`` a nested list ``(C, H, W)`` in [0, 1]. A true label outside the two classes is
+    ``image`` ``(C, H, W)`` in [0, 1] (see :func:`to_image`). A true label outside the two classes is
     written in red.
 
     Example:
@@ -358,8 +360,8 @@ def superpixel_examples_figure(
 ) -> Figure:
     """Example images per class with the union of their top superpixels outlined in yellow.
 
-    ``examples[class]`` is a list of ``{"image": (C, H, W) nested list in [0, 1], "top": (H, W)
-    nested list of 0/1}``; panels are titled with the class, in the order given.
+    ``examples[class]`` is a list of ``{"image": (C, H, W) in [0, 1] (see :func:`to_image`),
+    "top": (H, W) of 0/1}``; panels are titled with the class, in the order given.
 
     Example:
         >>> top = [[0, 0], [0, 1]]

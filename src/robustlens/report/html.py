@@ -18,6 +18,14 @@ Expected top level (``results.json`` as written by ``robustlens audit``)::
 
 Other top-level keys are shown as sections too, so nothing is lost.
 
+Images: ``results.json`` names them by paths relative to its folder (``"x":
+"images/whitebox/gallery-0-x.png"``, written by the audit; see :mod:`robustlens._images`). The
+page reads those files, from ``root`` (:func:`write_report`: the folder it writes to, unless
+told otherwise), before anything is drawn, and embeds the figures made from them like every other
+figure; the section renderers only ever see pixels. Pixels given directly (nested lists, as
+results files from before, or tensors, as ``run_suite`` returns them without ``out``) are drawn
+as they are.
+
 Self-contained: CSS inline, figures as PNG ``data:`` URIs, no script, no font or URL to fetch, and
 a Content-Security-Policy that forbids loading anything else. Every string from the results is
 escaped (jinja2 autoescape).
@@ -39,6 +47,7 @@ from typing import Any
 
 import jinja2
 
+from robustlens._images import load_images
 from robustlens.errors import ParameterError
 from robustlens.report._format import seconds, slug, text, title
 from robustlens.report.blocks import Cell, Page, Section, Table
@@ -92,13 +101,18 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def build_page(results: Mapping[str, Any]) -> Page:
-    """Everything the template shows, formatted (see the module docstring for ``results``)."""
+def build_page(results: Mapping[str, Any], *, root: str | Path | None = None) -> Page:
+    """Everything the template shows, formatted (see the module docstring for ``results``).
+
+    ``root`` is the folder of ``results.json``, which its image paths are relative to (needed
+    only when the results name image files).
+    """
     if not isinstance(results, Mapping):
         raise ParameterError(
             "render_html: 'results' must be a dict (the audit's results.json loaded with "
             f"json.load), got {type(results).__name__}"
         )
+    results = load_images(results, root, where="render_html")
     sections_in = results.get("sections") or {}
     if not isinstance(sections_in, Mapping):
         raise ParameterError(
@@ -143,13 +157,20 @@ def build_page(results: Mapping[str, Any]) -> Page:
     )
 
 
-def render_html(results: Mapping[str, Any]) -> str:
-    """The report of ``results`` (the dict of ``results.json``) as one self-contained HTML page."""
-    return _environment().get_template("report.html.j2").render(page=build_page(results))
+def render_html(results: Mapping[str, Any], *, root: str | Path | None = None) -> str:
+    """The report of ``results`` (the dict of ``results.json``) as one self-contained HTML page;
+    its image files are read from ``root``, the folder of ``results.json``."""
+    page = build_page(results, root=root)
+    return _environment().get_template("report.html.j2").render(page=page)
 
 
-def write_report(results: Mapping[str, Any], out_dir: str | Path) -> Path:
+def write_report(
+    results: Mapping[str, Any], out_dir: str | Path, *, root: str | Path | None = None
+) -> Path:
     """Write ``out_dir/index.html`` (creating ``out_dir``) and return its path.
+
+    The image files the results name are read from ``root``, by default ``out_dir`` (where
+    ``robustlens audit`` writes ``results.json``, its ``images/`` and the page).
 
     Example:
         >>> import json, tempfile
@@ -158,8 +179,8 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path) -> Path:
         >>> path.name, "Clean accuracy is 90.0%" in path.read_text(encoding="utf-8")
         ('index.html', True)
     """
-    html = render_html(results)
     out = Path(out_dir)
+    html = render_html(results, root=out if root is None else root)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
     path.write_text(html, encoding="utf-8")

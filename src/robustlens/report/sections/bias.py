@@ -29,12 +29,11 @@ Expected schema (every key optional)::
                                                                "all": float, "ratio": float,
                                                                "p": float}}}}},
         "flags": [str, ...],
-        "examples": {class: [{"image": (C, H, W) nested list in [0, 1],
-                              "top": (H, W) nested list of 0/1}, ...]}
+        "examples": {class: [{"image": IMAGE, "top": MASK}, ...]}
       },
       "ambiguous": {"n": int, "items": [{"index": int, "classes": [top, second],
                                          "probs": [p1, p2], "label": str,
-                                         "image": (C, H, W) nested list in [0, 1]}, ...]},
+                                         "image": IMAGE}, ...]},
       "hierarchy": {"levels": {"classes": float, "groups": float, ...},
                     "groups": [str, ...], "confusion": [[int, ...], ...]},   # (G, G) counts
       "seconds": float
@@ -46,6 +45,10 @@ with ``SHAPE`` = ``robustlens.bias.ShapeBias.to_dict()`` (``score``, ``shape_fra
 shape bias of Geirhos et al. 2019 (shape decisions over shape-or-texture decisions), and ``CUE`` =
 ``robustlens.bias.CueReliance.to_dict()`` (``kind``, ``n``, ``clean_accuracy``,
 ``aligned_accuracy``, ``conflicting_accuracy``, ``gap``, ``cue_following``; an optional ``model``).
+``IMAGE`` is ``(C, H, W)`` in [0, 1] and ``MASK`` ``(H, W)`` of 0/1: in ``results.json`` the path of
+a PNG file beside it (``"images/bias/ambiguous-items-0-image.png"``), which
+:func:`robustlens.report.build_page` reads before this renderer sees it (a nested list or a tensor
+is used as it is).
 
 Rendered as:
 

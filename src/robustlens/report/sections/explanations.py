@@ -9,7 +9,9 @@ Expected schema::
     }
 
 ``EXPLANATION`` is ``robustlens.explain.Explanation.to_dict()`` (``image`` (C, H, W) in [0, 1],
-``segments`` (H, W), ``weights`` (S,), ``intercept``, ``target``, ``K``, ``path``, ``r2``,
+``segments`` (H, W) (in ``results.json`` both are paths of PNG files beside it,
+``"images/explanations/items-0-image.png"``, read by :func:`robustlens.report.build_page` before
+this renderer sees them), ``weights`` (S,), ``intercept``, ``target``, ``K``, ``path``, ``r2``,
 ``ess``, ``local_pred``, ``warnings``, ...) plus what the audit adds: ``label`` (the true class
 name) and ``pred`` (the predicted class name), ``deletion_auc`` and ``insertion_auc``; any other
 scalar the audit adds to an item becomes a column of the table.

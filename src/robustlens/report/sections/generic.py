@@ -107,6 +107,8 @@ def records_table(records: Sequence[Mapping[str, Any]], caption: str = "") -> Ta
 
 
 def _numeric_array(value: Any) -> np.ndarray | None:
+    if hasattr(value, "__array__") and getattr(value, "ndim", 0) >= 2:  # an array or a tensor
+        return np.asarray(value, dtype=np.float64)
     if not isinstance(value, Sequence) or isinstance(value, str) or not value:
         return None
     try:

@@ -18,11 +18,14 @@ Expected schema (every key optional; what is present is drawn)::
       "accuracy_vs_l2_normalized": CURVE or [CURVE, ...],   # minimum-norm attacks, step curves
       "pgd_accuracy_vs_eps": CURVE or [CURVE, ...],         # fixed-budget attack against eps
       "gallery": [{"index": int, "label": str, "clean_pred": str, "adv_pred": str,
-                   "attack": str, "x": (C, H, W) nested list in [0, 1], "x_adv": same}, ...]
+                   "attack": str, "x": IMAGE, "x_adv": IMAGE}, ...]
     }
 
 with ``CURVE = {"label": str, "metric": str, "budgets": [float, ...] (increasing),
-"accuracy": [float, ...]}`` (``robustlens.evaluation.Curve.to_dict()``).
+"accuracy": [float, ...]}`` (``robustlens.evaluation.Curve.to_dict()``) and ``IMAGE`` ``(C, H, W)``
+in [0, 1]: in ``results.json`` the path of a PNG file beside it (``"images/whitebox/gallery-0-x.png"``),
+which :func:`robustlens.report.build_page` reads before this renderer sees it (a nested list or a
+tensor is used as it is).
 
 Rendered as: a sentence with clean and worst-case robust accuracy, a table per attack (fractions
 as percentages), the evaluation's warnings, DeepFool's summary, the accuracy-vs-normalised-L2 plot
