@@ -410,3 +410,31 @@ def test_corrupt_file_message_has_no_unrelated_torch_advice(files: dict[str, Pat
     message = str(info.value)
     assert "torch.save(model.state_dict(), path)" in message
     assert "https://" not in message and "weights_only" not in message
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate", "--attack", "fgsm"],
+        ["audit", "--quick"],
+        ["audit-defense", "--defense", "jpeg"],
+        ["explain", "--index", "0"],
+    ],
+)
+def test_every_command_refuses_a_model_that_does_not_fit_the_data(
+    command: list[str], files: dict[str, Path], photo_folder: Path, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Exit 2 before any work, with the fix, and no traceback: too few classes for the folder's
+    (a 2-class model on 3 classes), then a TorchScript model traced for 48 px fed 32 px."""
+    out = ["--out", str(tmp_path / "out"), "--quiet"]
+    narrow = ["--model", "torchvision:resnet18", "--num-classes", "2", "--input-size", "32"]
+    assert main([*command, *narrow, "--data", str(photo_folder), *out]) == 2
+    err = capfd.readouterr().err
+    assert "--class-map FILE" in err and "Traceback" not in err
+    norm = ["--mean", *map(str, MEAN), "--std", *map(str, STD)]
+    export = ["--model", str(files["export"]), *norm, "--input-size", "32"]
+    assert main([*command, *export, "--data", str(photo_folder), *out]) == 2
+    err = capfd.readouterr().err
+    assert "cannot take" in err and "--input-size" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "results.json").exists()

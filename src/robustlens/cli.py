@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import torch
 
 from robustlens import __version__
-from robustlens.errors import ParameterError, RobustLensError, UnknownNameError
+from robustlens.errors import LabelError, ParameterError, RobustLensError, UnknownNameError
 
 __all__ = ["main"]
 
@@ -74,6 +74,11 @@ def _data_name(args: argparse.Namespace, loaded: Any) -> str:
     from robustlens import data
 
     name = args.data or loaded.dataset
+    if args.data and loaded.dataset and args.data != loaded.dataset:
+        _say(
+            f"note: {args.model} was trained on {loaded.dataset}; its results on {args.data} "
+            "say how it transfers, not how it does on its own data"
+        )
     if name is None:
         raise UsageError(
             f"the data {args.model} was trained on is unknown: give --data NAME "
@@ -138,13 +143,16 @@ def _fit_classes(
             f"{args.model} returned {getattr(out, 'shape', type(out).__name__)} on a batch of "
             f"{len(probe)} images; robustlens needs logits (N, K)"
         )
-    module, classes = models.map_classes(
-        loaded.module,
-        list(ds.classes),
-        num_outputs=int(out.shape[1]),
-        model_classes=loaded.classes,
-        class_map=args.class_map,
-    )
+    try:
+        module, classes = models.map_classes(
+            loaded.module,
+            list(ds.classes),
+            num_outputs=int(out.shape[1]),
+            model_classes=loaded.classes,
+            class_map=args.class_map,
+        )
+    except LabelError as exc:
+        raise UsageError(f"{args.model} on {ds.name}: {exc}") from None
     if module is not loaded.module:
         _say(
             f"classes: the {len(ds.classes)} classes of {ds.name} mapped onto the model's "
