@@ -191,6 +191,20 @@ def test_audit_command_writes_report(tmp_path: Path) -> None:
     assert "shape_bias" not in bias
     assert bias["shape_bias_note"]["note"].startswith("skipped: the audited model does not")
     assert set(bias["superpixels"]["classes"]) == set(res["sections"]["clean"]["classes"])
+    # Superpixel statistics without a mask: calibrated notes, never a warning.
+    assert bias["superpixels"]["flags"] == [] and bias["superpixels"]["tests"] > 0
+    # Each explanation names its class's role and carries its trust flags and baseline.
+    names = res["sections"]["clean"]["classes"]
+    for item in res["sections"]["explanations"]["items"]:
+        assert item["target"] == item["prediction"] and item["pred"] == names[item["prediction"]]
+        assert 0 <= item["random_deletion_auc"] <= 1 and item["output_std"] > 0
+        assert all(isinstance(w, str) and w for w in item["warnings"])
+    # One clean accuracy per population, each with its image count, in the first finding.
+    clean, wb = res["sections"]["clean"], res["sections"]["whitebox"]
+    first = res["verdicts"][0]["text"]
+    assert first.startswith("Clean accuracy is ") and f"on the {clean['n']} test images" in first
+    assert f"on the {wb['evaluation']['n']} attacked images (white-box)" in first
+    assert sum(v["text"].startswith("Clean accuracy") for v in res["verdicts"]) == 1
     html = (out / "index.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "https://" not in html
     for section in res["sections"]:
@@ -310,3 +324,28 @@ def test_audit_results_hold_numbers_and_images_are_files(
     again = json.loads((out / "results.json").read_text())
     assert (out / gone).is_file() and sorted(image_refs(again)) == sorted(refs)
     assert _data_uris((out / "index.html").read_text()) == _data_uris(page)
+
+
+def test_bias_section_with_a_planted_patch_tests_it_as_the_mask() -> None:
+    """With [bias] cue = "patch", the superpixel statistics explain the test images carrying
+    their class's patch, the patch as the mask (what a warning needs)."""
+    from robustlens.evaluation.suite import bias_section
+
+    model, ds = rl.zoo.load("digits-cnn"), rl.data.load("digits")[:120]
+    bias = {
+        **SMALL["bias"],
+        "cue": "patch",
+        "shape_bias": False,
+        "ambiguous": 0,
+        "severities": [1],
+        "corruption_images": 10,
+        "superpixel_images": 2,
+        "superpixel_samples": 60,
+    }
+    cfg = SuiteConfig.from_dict({"bias": bias})
+    out = bias_section(model, ds, cfg, log=lambda _: None)
+    sp = out["superpixels"]
+    assert sp["data"].startswith("test images with the planted patch of their class")
+    assert all(c["mask_overlap"] is not None for c in sp["classes"].values())
+    assert set(sp["classes"]["0"]["attributes"]) >= {"position", "mask"}
+    assert out["cue_reliance"]["kind"] == "patch" and out["cue_reliance"]["n"] == 120

@@ -327,6 +327,71 @@ def test_warning_when_the_output_barely_varies(image: Tensor) -> None:
         assert not any("barely" in w for w in logit.explain(Saturated(), image).warnings)
 
 
+class Xor(nn.Module):
+    """Logit 0 = 8 |mean of the top-left 4x4 cell - mean of the next cell|: exclusive or of the
+    two cells' presence, which no additive surrogate fits."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = x[:, :, :4, :4].mean((1, 2, 3))
+        b = x[:, :, :4, 4:8].mean((1, 2, 3))
+        f = 8 * (a - b).abs()
+        return torch.stack([f, torch.zeros_like(f)], 1)
+
+
+class Exponential(nn.Module):
+    """Logit 0 = 2 ** (number of the 6 grid cells present, for an image at 0.5): additive in the
+    count on average over the samples, far steeper at the full image."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = 2 ** (x.mean((1, 2, 3)) / 0.5 * 6)
+        return torch.stack([f, torch.zeros_like(f)], 1)
+
+
+def test_flags_low_fit_and_a_surrogate_far_from_the_model() -> None:
+    image = torch.full((C, H, W), 0.5)
+    lime = Lime(samples=300, K=6, segmenter=Grid(cell=CELL), hide="constant", output="logits")
+    with pytest.warns(RuntimeWarning, match="weighted R2"):
+        xor = lime.explain(Xor(), image, 0)
+    assert xor.r2 < rl.explain.MIN_R2 == 0.5
+    assert xor.warnings[0].startswith(f"weighted R2 {xor.r2:.2f} is below 0.5")
+    with pytest.warns(RuntimeWarning, match="far from the model at the image"):
+        steep = lime.explain(Exponential(), image, 0)
+    # A good fit over the samples (R2 about 0.8) that misses the image itself: the model gives
+    # 2 ** 6 = 64 there, the surrogate about 44, 1.4 standard deviations of the output away.
+    assert steep.r2 > 0.5 and steep.model_output == pytest.approx(64.0)
+    assert steep.relative_gap > rl.explain.MAX_GAP == 1.0
+    assert steep.gap == pytest.approx(abs(steep.local_pred - 64.0))
+    assert steep.relative_gap == pytest.approx(steep.gap / steep.output_std)
+    assert [w.split(":")[0] for w in steep.warnings] == [
+        "the surrogate is far from the model at the image"
+    ]
+    assert f"gap {steep.gap:.4f} = {steep.relative_gap:.2f} standard deviations" in steep.format()
+    # An additive model is fitted exactly: no flag.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        five = Lime(samples=300, K=5, segmenter=Grid(cell=CELL), hide="constant", output="logits")
+        exact = five.explain(Additive(Grid(cell=CELL)(image), COEFS, C), image, 0)  # 5 non-zero
+    assert exact.warnings == () and exact.relative_gap < 1e-6
+    # Round trip keeps the diagnostics.
+    back = Explanation.from_dict(json.loads(json.dumps(steep.to_dict())))
+    assert back.output_std == pytest.approx(steep.output_std) and back.prediction == 0
+
+
+def test_explained_class_is_named_with_its_role(image: Tensor) -> None:
+    model = LooksAt(0, 4, 0, 4)  # logit 0 = 8 max over the box > 4: predicts class 0
+    lime = Lime(samples=50, K=2, segmenter=Grid(cell=CELL), class_names=["cat", "dog"])
+    pred = lime.explain(model, image)
+    assert pred.prediction == 0 == pred.target
+    assert pred.explained_as(0) == "cat (index 0): the model's prediction, the label"
+    other = lime.explain(model, image, 1)
+    assert other.prediction == 0 and other.target == 1
+    assert other.explained_as(0) == (
+        "dog (index 1): not the model's prediction (cat), not the label (cat)"
+    )
+    assert other.explained_as() == "dog (index 1): not the model's prediction (cat)"
+    assert "(index 1, not the model's prediction (cat))" in other.format()
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -433,6 +498,30 @@ def test_deletion_and_insertion_curves(image: Tensor) -> None:
     assert curves.deletion_auc == pytest.approx(
         float(np.trapezoid(curves.deletion.numpy(), np.linspace(0, 1, s + 1)))
     )
+    # The random orders: each starts at the image and ends at the hidden image; the region the
+    # model looks at is hidden at a random step, so their mean area lies far above LIME's.
+    rand = curves.random_deletion
+    assert rand is not None and rand.shape == (rl.explain.RANDOM_ORDERS, s + 1)
+    torch.testing.assert_close(rand[:, 0], torch.full((10,), p_x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(rand[:, -1], torch.full((10,), p_h), atol=1e-6, rtol=0)
+    assert curves.deletion_auc < (1 - rl.explain.DELETION_MARGIN) * curves.random_deletion_auc
+    assert curves.warnings == []
+    # The reverse order hides the region last: no better than random, flagged.
+    assert reverse.deletion_auc > curves.random_deletion_auc
+    assert (
+        len(reverse.warnings) == 1
+        and "no better than hiding the superpixels in random" in (reverse.warnings[0])
+    )
+    # Seeded: the same seed gives the same random orders, another seed others.
+    again = rl.explain.faithfulness(model, exp)
+    assert torch.equal(again.random_deletion, rand)
+    other = rl.explain.faithfulness(model, exp, seed=1, random_orders=3)
+    assert other.random_orders == 3 and not torch.equal(other.random_deletion, rand[:3])
+    none = rl.explain.faithfulness(model, exp, random_orders=0)
+    assert none.random_deletion is None and none.warnings == []
+    assert none.to_dict()["random_deletion_auc"] is None
+    with pytest.raises(ParameterError, match="'random_orders' must be an int >= 0"):
+        rl.explain.faithfulness(model, exp, random_orders=-1)
 
 
 def test_stability_across_seeds(image: Tensor, segments: Tensor) -> None:

@@ -1,4 +1,17 @@
-"""Runtime helpers every entry point shares: eval mode with restore, frozen parameters, batching.
+"""Runtime helpers every entry point shares: eval mode with restore, frozen parameters, batching,
+progress lines.
+
+**Progress.** Every loop that may run for more than a moment reports through one of two helpers:
+:func:`progress` wraps an iterable (batches, images, corruptions), :func:`status` gives a
+:class:`Ticker` for a loop written by hand (an attack's steps, a query budget), ticked once per
+step on the host (never a device synchronisation for the line's sake). Both draw a tqdm line on
+stderr with the position, the elapsed time and an ``ETA``, appear only once the loop has run
+:data:`PROGRESS_DELAY` seconds (quick loops print nothing), nest (an ensemble's line above its
+member's), and vanish when their loop ends. Whether they draw is decided, in this order, by an
+explicit ``show=``, then by the innermost :func:`progress_scope` (entry points with a
+``show_progress`` option open one through :func:`progress_option`; the command line opens one
+with ``not --quiet``), then by the ``ROBUSTLENS_PROGRESS`` environment variable (``1`` or ``0``),
+and otherwise by whether stderr is a terminal (or a notebook).
 
 Example:
     >>> import torch
@@ -12,15 +25,20 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "Ticker",
     "batched_logits",
     "chunk_size",
     "chunked_forward",
@@ -28,7 +46,11 @@ __all__ = [
     "inference_mode",
     "inputs_validated",
     "progress",
+    "progress_enabled",
+    "progress_option",
+    "progress_scope",
     "resolve_device",
+    "status",
     "validated_inputs",
 ]
 
@@ -121,35 +143,235 @@ def batched_logits(
     *,
     batch_size: int = 512,
     device: torch.device | str | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     desc: str = "predict",
 ) -> Tensor:
     """Logits of ``model`` on ``x`` computed in batches under ``torch.no_grad``.
 
     Shape: x (N, C, H, W) -> (N, K) on ``x``'s device. Each batch is moved to ``device`` (default:
     the device of ``x``) for the forward pass, which :func:`chunked_forward` splits further on the
-    CPU.
+    CPU. ``show_progress``: a progress line over the batches (``None``: as the caller's scope,
+    see :func:`progress_enabled`).
     """
     from robustlens._checks import check_logits
 
     target = torch.device(device) if device is not None else x.device
     outs: list[Tensor] = []
     with inference_mode(model), torch.no_grad():
-        for start in progress(range(0, len(x), batch_size), show=show_progress, desc=desc):
+        for start in progress(
+            range(0, len(x), batch_size), show=show_progress, desc=desc, unit="batch"
+        ):
             xb = x[start : start + batch_size].to(target, non_blocking=True)
             out = check_logits(chunked_forward(model, xb), len(xb))
             outs.append(out.to(x.device))
     return torch.cat(outs)
 
 
-def progress(iterable: range, *, show: bool, desc: str, total: int | None = None) -> range:
-    """Wrap ``iterable`` in a tqdm progress bar on stderr when ``show`` is true."""
-    if not show:
-        return iterable
+# --------------------------------------------------------------------------- progress
+
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SHOW: ContextVar[bool | None] = ContextVar("robustlens_progress", default=None)
+
+#: Seconds a loop runs before its progress line appears: shorter loops print nothing.
+PROGRESS_DELAY = 1.0
+#: Least seconds between two redraws of a line (a log file gets a line every half second, not
+#: one per step).
+PROGRESS_INTERVAL = 0.5
+
+_BAR = (
+    "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+    "[{elapsed} elapsed, ETA {remaining}, {rate_fmt}{postfix}]"
+)
+_COUNT = "{desc}: {n_fmt} {unit} [{elapsed} elapsed, {rate_fmt}{postfix}]"
+
+
+def _interactive() -> bool:
+    """Whether a person is likely watching stderr: a terminal, or a Jupyter kernel."""
+    try:
+        if sys.stderr is not None and sys.stderr.isatty():
+            return True
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+    return "ipykernel" in sys.modules
+
+
+def progress_enabled(show: bool | None = None) -> bool:
+    """Whether progress lines are drawn here: ``show`` when given, else the innermost
+    :func:`progress_scope`, else ``ROBUSTLENS_PROGRESS`` (``1``/``0``), else whether stderr is a
+    terminal or a notebook.
+
+    Example:
+        >>> with progress_scope(False):
+        ...     progress_enabled(), progress_enabled(True)
+        (False, True)
+    """
+    if show is not None:
+        return bool(show)
+    scoped = _SHOW.get()
+    if scoped is not None:
+        return scoped
+    env = os.environ.get("ROBUSTLENS_PROGRESS", "").strip().lower()
+    if env in ("1", "true", "yes", "on"):
+        return True
+    if env in ("0", "false", "no", "off"):
+        return False
+    return _interactive()
+
+
+@contextmanager
+def progress_scope(show: bool | None) -> Iterator[None]:
+    """Progress lines on (``True``) or off (``False``) for everything run inside the block, nested
+    calls included; ``None`` keeps what the enclosing scope decided.
+
+    Example:
+        >>> with progress_scope(True):
+        ...     with progress_scope(None):
+        ...         progress_enabled()
+        True
+    """
+    if show is None:
+        yield
+        return
+    token = _SHOW.set(bool(show))
+    try:
+        yield
+    finally:
+        _SHOW.reset(token)
+
+
+def progress_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorator for an entry point with a keyword ``show_progress: bool | None``: the call runs
+    inside ``progress_scope(show_progress)``, so ``False`` silences every loop it reaches (attacks,
+    LIME, corruptions...) and ``True`` shows them, while ``None`` inherits."""
+    default = inspect.signature(fn).parameters["show_progress"].default
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        show = kwargs.get("show_progress", default)
+        with progress_scope(None if show is None else bool(show)):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _bar(desc: str, total: int | None, unit: str, iterable: Iterable[Any] | None = None) -> Any:
     from tqdm.auto import tqdm
 
-    wrapped: range = tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+    known = total is not None and total > 0
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total if known else None,
+        unit=unit,
+        leave=False,
+        # On a terminal a line is cut to its width (a wrapped line cannot be redrawn); in a log
+        # file or a notebook it is written whole.
+        dynamic_ncols=terminal,
+        file=sys.stderr,
+        delay=PROGRESS_DELAY,
+        mininterval=PROGRESS_INTERVAL,
+        miniters=1,  # redraws are limited by time only
+        bar_format=_BAR if known else _COUNT,
+    )
+
+
+def progress(
+    iterable: Iterable[T],
+    *,
+    desc: str,
+    show: bool | None = None,
+    total: int | None = None,
+    unit: str = "it",
+) -> Iterable[T]:
+    """``iterable``, drawing a progress line with an ETA on stderr while it is consumed (when
+    :func:`progress_enabled` says so). ``total`` defaults to ``len(iterable)``.
+
+    Example:
+        >>> [i for i in progress(range(3), desc="demo", show=False)]
+        [0, 1, 2]
+    """
+    if not progress_enabled(show):
+        return iterable
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    wrapped: Iterable[T] = _bar(desc, total, unit, iterable)
     return wrapped
+
+
+class Ticker:
+    """The progress line of a loop written by hand (see :func:`status`); every method is a no-op
+    when progress is off.
+
+    Example:
+        >>> with status("search", total=3, show=False) as ticker:
+        ...     for step in range(3):
+        ...         ticker.tick()
+        >>> ticker.n
+        3
+    """
+
+    def __init__(self, bar: Any = None) -> None:
+        self._bar = bar
+        #: Steps ticked so far (counted even when nothing is drawn).
+        self.n = 0
+
+    @property
+    def shown(self) -> bool:
+        """Whether this ticker draws a line (progress is on)."""
+        return self._bar is not None
+
+    def tick(self, n: int = 1) -> None:
+        """``n`` more steps done (a host-side counter: no device synchronisation)."""
+        self.n += n
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def advance_to(self, n: int) -> None:
+        """Jump to ``n`` steps done (a loop that stopped early skips the steps it did not need)."""
+        if n > self.n:
+            self.tick(n - self.n)
+
+    def set_total(self, total: int) -> None:
+        """The loop's length, once it is known (it may grow or shrink as the work is planned)."""
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
+    def note(self, text: str) -> None:
+        """Show ``text`` after the counts (which member, which search step); redrawn at once."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@contextmanager
+def status(
+    desc: str, total: int | None, *, unit: str = "step", show: bool | None = None
+) -> Iterator[Ticker]:
+    """A :class:`Ticker` for a loop of ``total`` steps (``None``: unknown, counted without an ETA),
+    drawn while the block runs when :func:`progress_enabled` says so, removed when it ends.
+
+    Example:
+        >>> with status("PGD", total=40, show=False) as ticker:
+        ...     ticker.tick(40)
+        ...     ticker.shown
+        False
+    """
+    ticker = Ticker(_bar(desc, total, unit) if progress_enabled(show) else None)
+    try:
+        yield ticker
+    finally:
+        ticker.close()
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -37,8 +37,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+_QUIET_RANK = False  # set on the ranks other than 0 of a torchrun job: rank 0 speaks for all
+
+
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if not _QUIET_RANK:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _join_ranks(args: argparse.Namespace) -> Any:
+    """The torchrun group this process belongs to (one process without torchrun); on ranks
+    other than 0, nothing is printed or written."""
+    global _QUIET_RANK
+    from robustlens.evaluation.distributed import group
+
+    grp = group()
+    if not grp.is_main:
+        _QUIET_RANK = True
+        args.quiet = True
+    return grp
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -73,7 +90,8 @@ def _resolve_model(args: argparse.Namespace, device: torch.device) -> Any:
 def _data_name(args: argparse.Namespace, loaded: Any) -> str:
     from robustlens import data
 
-    name = args.data or loaded.dataset
+    labels = getattr(args, "labels", None)
+    name = args.data or (str(Path(labels).parent) if labels else None) or loaded.dataset
     if args.data and loaded.dataset and args.data != loaded.dataset:
         _say(
             f"note: {args.model} was trained on {loaded.dataset}; its results on {args.data} "
@@ -82,7 +100,8 @@ def _data_name(args: argparse.Namespace, loaded: Any) -> str:
     if name is None:
         raise UsageError(
             f"the data {args.model} was trained on is unknown: give --data NAME "
-            f"({', '.join(data.names())}) or --data path/to/folder (one sub-folder per class)"
+            f"({', '.join(data.names())}), --data path/to/folder (one sub-folder per class) or "
+            "--data DIR --labels FILE.csv"
         )
     return str(name)
 
@@ -95,19 +114,49 @@ def _load_data(
     limit: int | None,
     seed: int,
 ) -> Any:
-    """Data set ``name`` (a registered name or a folder) in the model's input geometry."""
+    """Data set ``name`` in the model's input geometry: a registered name, loaded in memory, or a
+    folder (ImageFolder, ImageNet layout, or flat with ``--labels``), streamed from disk."""
     from robustlens import data
 
     pre = loaded.preprocessing
+    labels = getattr(args, "labels", None)
+    layout: Any = getattr(args, "layout", "auto")
     folder = Path(name) if name not in data.names() and Path(name).is_dir() else None
     if name == "folder":
         if args.data_root is None:
             raise UsageError("--data folder needs --data-root DIR (or give --data DIR directly)")
         folder = Path(args.data_root)
+    if folder is None and (labels or layout != "auto"):
+        raise UsageError(
+            f"--labels and --layout describe a folder of images, but --data {name} is a "
+            "registered data set; give --data DIR"
+        )
     if folder is not None:
-        ds = data.load_folder(folder, preprocessing=pre)
-    else:
-        ds = data.load(name, split=split, root=args.data_root)
+        files = data.open_folder(
+            folder,
+            labels=labels,
+            layout=layout,
+            split="val" if split == "test" else split,
+            preprocessing=pre,
+            workers=getattr(args, "workers", 0),
+            strict=getattr(args, "strict", False),
+        )
+        total = len(files)
+        if limit is not None:
+            files = files.subset(limit, seed=seed)
+        if not args.quiet:
+            sample = (
+                f"a stratified sample of {len(files)} of its {total}"
+                if len(files) < total
+                else f"its {total}"
+            )
+            _say(
+                f"data: {sample} images in {files.num_classes} classes from {files.root}, "
+                f"streamed ({files.workers} decoding worker{'s' if files.workers != 1 else ''}"
+                f"{', stop at an unreadable file' if files.strict else ''})"
+            )
+        return files
+    ds = data.load(name, split=split, root=args.data_root)
     if limit is not None:
         ds = ds.subset(limit, seed=seed)
     c, h, w = ds.shape
@@ -121,13 +170,24 @@ def _load_data(
     return ds
 
 
+def _skipped(ds: Any) -> dict[str, Any]:
+    """The unreadable files of a streamed data set, for results.json (and a warning)."""
+    files = [f.to_dict() for f in getattr(ds, "skipped", [])]
+    if files:
+        _say(
+            f"warning: {len(files)} file(s) of {ds.name} could not be read and were left out; "
+            f"first: {files[0]['path']} ({files[0]['error']}); all are listed in the results"
+        )
+    return {"count": len(files), "files": files}
+
+
 def _fit_classes(
     args: argparse.Namespace, loaded: Any, ds: Any, device: torch.device
 ) -> tuple[torch.nn.Module, Any]:
     """The module to audit on ``ds`` (classes mapped when needed) and ``ds`` with its classes."""
     from robustlens import data, models
 
-    probe = ds.x[: min(len(ds), 8)].to(device)
+    probe = data.in_memory(ds[: min(len(ds), 8)]).x.to(device)
     try:
         with torch.no_grad():
             out = loaded.module(probe)
@@ -143,6 +203,10 @@ def _fit_classes(
             f"{args.model} returned {getattr(out, 'shape', type(out).__name__)} on a batch of "
             f"{len(probe)} images; robustlens needs logits (N, K)"
         )
+    k = int(out.shape[1])
+    numbered = list(ds.classes) == [str(i) for i in range(len(ds.classes))]
+    if isinstance(ds, data.ImageFiles) and numbered and k > len(ds.classes) and not args.class_map:
+        ds = ds.with_classes([str(i) for i in range(k)])  # integer labels: the model's outputs
     try:
         module, classes = models.map_classes(
             loaded.module,
@@ -159,7 +223,7 @@ def _fit_classes(
             f"{out.shape[1]} outputs"
             + (", the rest counted as '(other)'" if len(classes) > len(ds.classes) else "")
         )
-        ds = data.ImageDataset(ds.x, ds.y, classes=classes, name=ds.name)
+        ds = ds.with_classes(classes)
     return module, ds
 
 
@@ -174,12 +238,13 @@ def _model_record(loaded: Any, module: torch.nn.Module) -> dict[str, Any]:
 
 def _sanity(loaded: Any, module: torch.nn.Module, ds: Any, accuracy: float) -> list[str]:
     from robustlens._checks import model_device
+    from robustlens.data import in_memory
     from robustlens.evaluation.defaults import sanity_warnings
     from robustlens.models import ClassMapped
 
     device = model_device(module) or torch.device("cpu")
     with torch.no_grad():
-        logits = module(ds.x[: min(len(ds), 32)].to(device))
+        logits = module(in_memory(ds[: min(len(ds), 32)]).x.to(device))
     notes = sanity_warnings(
         logits,
         accuracy=accuracy,
@@ -201,6 +266,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _default_workers() -> int:
+    """Decoding processes by default: one per core left over from the model, at most 4."""
+    import os
+
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -410,7 +492,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from robustlens.evaluation import clean_accuracy, evaluate
     from robustlens.evaluation.defaults import default_eps, describe_eps
 
-    device = resolve_device(args.device)
+    grp = _join_ranks(args)
+    device = grp.device if grp.device is not None else resolve_device(args.device)
     for name in args.attack:
         attacks.ATTACKS.get(name)
     loaded = _resolve_model(args, device)
@@ -427,7 +510,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "convention for images of this size; --eps to change)"
         )
     attack_list = _attacks_from_args(args, eps)
-    res = clean_accuracy(model, ds, batch_size=args.batch_size, show_progress=not args.quiet)
+    if not grp.is_main:  # the other ranks take their shares of the attacks only
+        if attack_list:
+            evaluate(
+                model,
+                ds,
+                attack_list,
+                batch_size=args.batch_size,
+                out=args.out,
+                show_progress=False,
+                distributed=grp,
+            )
+        grp.close()
+        return EXIT_OK
+    res = clean_accuracy(
+        model, ds, batch_size=args.batch_size, show_progress=not args.quiet, out=args.out
+    )
     _print_clean(res)
     notes = _sanity(loaded, model, ds, res.accuracy)
     payload: dict[str, Any] = {
@@ -447,6 +545,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             out=args.out,
             show_progress=not args.quiet,
+            distributed=grp if grp.active else False,
         )
         payload["robustness"] = ev.to_dict()
         print(
@@ -461,10 +560,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{'-' if l2n is None else f'{l2n:.4f}'}, "
                 f"only this attack: {ev.contribution[name]['unique']}"
             )
+    payload["skipped"] = _skipped(ds)
     if args.out:
-        payload["meta"] = _metadata(args, device)
+        payload["meta"] = {**_metadata(args, device), "processes": grp.world}
         _write_json(Path(args.out) / "results.json", payload)
         print(f"wrote {Path(args.out) / 'results.json'}")
+    grp.close()
     return EXIT_OK
 
 
@@ -510,6 +611,7 @@ def cmd_audit_defense(args: argparse.Namespace) -> int:
         log=None if args.quiet else _say,
     )
     print(audit.format())
+    skipped = _skipped(ds)
     if args.out:
         payload = {
             "model": args.model,
@@ -518,6 +620,7 @@ def cmd_audit_defense(args: argparse.Namespace) -> int:
             "eps": eps,
             "defenses": [repr(p) for p in pres],
             "audit": audit.to_dict(),
+            "skipped": skipped,
             "meta": _metadata(args, device),
         }
         _write_json(Path(args.out) / "defense_audit.json", payload)
@@ -574,22 +677,31 @@ def _default_budget(args: argparse.Namespace, cfg: Any, shape: Sequence[int]) ->
 
 
 def _print_audit(sections: dict[str, Any], verdicts: list[dict[str, str]]) -> None:
+    from robustlens.report.verdicts import clean_populations
+
     clean = sections["clean"]
-    print(f"clean accuracy: {clean['accuracy']:.4f} on {clean['n']} images")
+    print(f"clean accuracy: {clean['accuracy']:.4f} on the {clean['n']} test images")
     for cls, acc in clean["per_class"].items():
         print(f"  {cls:<12} {'-' if acc is None else f'{acc:.4f}'}")
+    others = clean_populations(sections)[1:]
+    if others:
+        print("clean accuracy of the image sets the other parts use:")
+        for what, n, acc in others:
+            print(f"  {acc:.4f} on {'the' if n is None else f'the {n}'} {what}")
     wb = sections.get("whitebox")
     if wb:
         ev = wb["evaluation"]
         print(
-            f"white-box, {wb['n']} images, Linf eps {wb['eps']:.4g}: robust accuracy "
-            f"{ev['robust_accuracy']:.4f} (worst case over {', '.join(ev['attacks'])})"
+            f"white-box, {wb['n']} attacked images, Linf eps {wb['eps']:.4g}: robust accuracy "
+            f"{ev['robust_accuracy']:.4f} from {ev['clean_accuracy']:.4f} clean (worst case "
+            f"over {', '.join(ev['attacks'])})"
         )
         for name, row in ev["per_attack"].items():
             print(f"  {name:<28} robust accuracy {row['robust_accuracy']:.4f}")
         for name, summary in wb["min_norm"].items():
             l2n = summary["median_l2_normalized"]
-            print(f"  {name} median normalised L2 {'-' if l2n is None else f'{l2n:.4f}'}")
+            on = f" on {wb['min_norm_n']} images" if "min_norm_n" in wb else ""
+            print(f"  {name}{on}: median normalised L2 {'-' if l2n is None else f'{l2n:.4f}'}")
     print("findings:")
     for v in verdicts:
         print(f"  [{v['level']}] {v['text']}")
@@ -618,7 +730,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     args.seed = cfg.seed  # recorded in the metadata
     ds = _load_data(args, loaded, data_name, "test", cfg.data.limit or None, cfg.seed)
     model, ds = _fit_classes(args, loaded, ds, device)
-    ds = ds.to(device)
+    if isinstance(ds, data.ImageDataset):  # files are read batch by batch onto the device
+        ds = ds.to(device)
     cfg = _default_budget(args, cfg, ds.shape)
 
     def train() -> Any:
@@ -654,6 +767,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         "verdicts": found,
         "config": cfg.to_dict(),
         "sections": sections,
+        "skipped": _skipped(ds),
         "meta": {
             **_metadata(args, device),
             "model source": f"{loaded.kind}: {args.model}",
@@ -724,12 +838,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
         seed=args.seed,
         class_names=classes or None,
     )
-    exp = lime.explain(model, image.to(device), args.target)
-    curves = faithfulness(model, exp, batch_size=args.batch_size)
+    import warnings
+
+    from robustlens.explain import DELETION_MARGIN, MAX_GAP, MIN_R2
+
+    with warnings.catch_warnings():  # the flags are printed below, once
+        warnings.filterwarnings("ignore", message="Lime: ", category=RuntimeWarning)
+        exp = lime.explain(model, image.to(device), args.target)
+    curves = faithfulness(model, exp, batch_size=args.batch_size, seed=args.seed)
+    label = source.get("label")
+    given = "given by --target" if args.target is not None else "by default the prediction"
+    print(f"explained class: {exp.explained_as(label)}; {given}")
     print(exp.format())
     print(
-        f"deletion AUC {curves.deletion_auc:.4f} (lower: more faithful), insertion AUC "
-        f"{curves.insertion_auc:.4f} (higher: more faithful)"
+        f"deletion AUC {curves.deletion_auc:.4f} (lower: more faithful; random order "
+        f"{curves.random_deletion_auc:.4f}, the mean over {curves.random_orders} "
+        f"orders), insertion AUC {curves.insertion_auc:.4f} (higher: more faithful)"
+    )
+    flags = [*exp.warnings, *curves.warnings]
+    for flag in curves.warnings:
+        print(f"warning: {flag}")
+    print(
+        f"trust: {len(flags)} warning(s)"
+        if flags
+        else f"trust: no warning (weighted R2 >= {MIN_R2:g}, surrogate within {MAX_GAP:g} "
+        "standard deviation(s) of the model at the image, deletion AUC at least "
+        f"{DELETION_MARGIN:.0%} below random order's)"
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -737,6 +871,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "model": args.model,
         "model_info": loaded.to_dict(),
         **source,
+        "explained": {
+            "class": exp.target,
+            "name": exp.label,
+            "prediction": exp.prediction,
+            "is_prediction": exp.target == exp.prediction,
+            "is_label": None if label is None else exp.target == label,
+            "given": args.target is not None,
+        },
+        "warnings": flags,
         "explanation": exp.to_dict(),
         "faithfulness": curves.to_dict(),
         "meta": _metadata(args, device),
@@ -830,6 +973,41 @@ def build_parser() -> argparse.ArgumentParser:
             help="JSON or text file mapping each data set class to a model output",
         )
 
+    def data_options(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group(
+            "a folder of images",
+            "--data DIR streams the images from disk, decoded in worker processes, batch by "
+            "batch (see docs/data.md)",
+        )
+        g.add_argument(
+            "--labels",
+            metavar="CSV",
+            help="labels of a flat folder: one 'path,label' row per image (paths relative to "
+            "--data DIR, default the file's folder; Kaggle's LOC_val_solution.csv also reads)",
+        )
+        g.add_argument(
+            "--layout",
+            choices=["auto", "imagefolder", "imagenet"],
+            default="auto",
+            help="imagefolder: DIR/<class>/<image>; imagenet: DIR/<wnid>/<image> (or "
+            "DIR/val/<wnid>/...) labelled with the ImageNet-1k index; auto: imagefolder, or "
+            "the --labels file (default: auto)",
+        )
+        g.add_argument(
+            "--workers",
+            type=_non_negative_int,
+            default=_default_workers(),
+            metavar="N",
+            help="processes decoding images (0: the main process; default: "
+            f"{_default_workers()}, from the CPU count)",
+        )
+        g.add_argument(
+            "--strict",
+            action="store_true",
+            help="stop at the first file that does not decode (default: skip it, count it and "
+            "list it in the results)",
+        )
+
     zoo_p = sub.add_parser("zoo", help="list the pretrained models shipped with robustlens")
     zoo_sub = zoo_p.add_subparsers(dest="zoo_command", metavar="ACTION", parser_class=_Parser)
     zl = zoo_sub.add_parser("list", help="name, data set, test accuracy and size of each model")
@@ -906,6 +1084,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out runs/pgd",
     )
     model_options(ev)
+    data_options(ev)
     ev.add_argument("--data", help="data set name or folder (default: the model's own)")
     ev.add_argument("--split", default="test", choices=["train", "test"])
     ev.add_argument("--limit", type=_positive_int, help="evaluate a stratified sample of N images")
@@ -950,6 +1129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it is missing).",
     )
     model_options(au)
+    data_options(au)
     au.add_argument("--data", help="data set name or folder (default: the model's own)")
     au.add_argument(
         "--quick", action="store_true", help="small samples: the whole suite in under 3 minutes"
@@ -994,6 +1174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit 200",
     )
     model_options(ad)
+    data_options(ad)
     ad.add_argument("--data", help="data set name or folder (default: the model's own)")
     ad.add_argument(
         "--defense",
@@ -1049,6 +1230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--index 0 --out runs/explain",
     )
     model_options(ex)
+    data_options(ex)
     ex.add_argument("--data", help="data set name or folder (default: the model's own)")
     ex.add_argument("--split", default="test", choices=["train", "test"])
     ex.add_argument(
@@ -1113,8 +1295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ).choices["zoo"]
         target.print_help(sys.stderr)
         return EXIT_USAGE
+    from robustlens._runtime import progress_scope
+
     try:
-        return int(args.func(args))
+        # Progress lines on stderr for every loop of the command, unless --quiet.
+        with progress_scope(not getattr(args, "quiet", False)):
+            return int(args.func(args))
     except (UsageError, UnknownNameError, ParameterError) as exc:
         _say(f"robustlens {args.command}: error: {exc}")
         return EXIT_USAGE

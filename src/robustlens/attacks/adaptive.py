@@ -89,6 +89,7 @@ def _delegate(
     persistent = (persistent or isinstance(run, Persistent)) and can_persist(inner)
     kind = Persistent if persistent else Run
     sub = kind(model, run.x, run.y, run.target, inner.seed, run.x_init)
+    sub.progress = run.progress  # the wrapper's line counts the inner attack's steps
     x_adv = inner._run(sub)
     run.queries += sub.queries * cost
     run.gradients += sub.gradients * cost
@@ -231,6 +232,9 @@ class Wrapper(Attack):
 
     def ball(self) -> tuple[Norm, float] | None:
         return self.attack.ball()
+
+    def _progress_total(self) -> int:
+        return self.attack._progress_total()
 
     def _run(self, run: Run) -> Tensor:
         raise NotImplementedError

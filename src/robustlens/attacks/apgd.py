@@ -134,6 +134,7 @@ def _apgd(
     for k in range(steps + 1):
         ids = idx[act]
         logits, obj, grad = run.gradient(xk[act], ids, loss_for(act))
+        run.progress.tick()
         hit = run.reached(logits, ids)
         if bool(hit.any()):
             run.mark(ids, hit, step_offset + k)
@@ -223,6 +224,9 @@ class APGD(Attack):
     def ball(self) -> tuple[Norm, float]:
         return self.norm, self.eps
 
+    def _progress_total(self) -> int:
+        return (self.targets or 1) * self.restarts * (self.steps + 1)
+
     def _loss(self, run: Run, target: Tensor | None) -> Callable[[Tensor], Loss]:
         """``loss_for(rows)``: the objective of the samples at positions ``rows``."""
         y = run.y
@@ -254,6 +258,7 @@ class APGD(Attack):
             plans: list[Tensor | None] = [order[:, j] for j in range(min(self.targets, k - 1))]
         else:
             plans = [run.target]
+        run.progress.set_total(len(plans) * self.restarts * (self.steps + 1))
         for target in plans:
             for r in range(self.restarts):
                 idx = (~done).nonzero().squeeze(1)
@@ -278,5 +283,6 @@ class APGD(Attack):
                 out[idx] = best
                 done[idx[found]] = True
                 offset += self.steps + 1
+                run.progress.advance_to(offset)  # a run whose images all broke early
         run.final_step = offset
         return out

@@ -24,7 +24,13 @@ from robustlens._checks import (
     check_model,
     check_same_device,
 )
-from robustlens._runtime import chunked_forward, inference_mode, validated_inputs
+from robustlens._runtime import (
+    Ticker,
+    chunked_forward,
+    inference_mode,
+    status,
+    validated_inputs,
+)
 from robustlens.attacks._random import sample_keys
 from robustlens.attacks._steps import Norm, goal_reached, norms
 from robustlens.errors import LabelError, ShapeError
@@ -74,6 +80,8 @@ class Run:
         #: taken at ``x`` itself: ``(input that required grad, its logits, positions of the
         #: attacked inputs in it)``. :meth:`clean_gradient` uses it once, then it is dropped.
         self.clean: tuple[Tensor, Tensor, Tensor] | None = None
+        #: The call's progress line: the step loop ticks it once per step (host side only).
+        self.progress = Ticker()  # draws nothing until the base opens the call's line
 
     def clean_gradient(self, objective: Objective) -> tuple[Tensor, Tensor, Tensor] | None:
         """``gradient(self.x, all, objective)`` from the base's clean pass, without a new forward.
@@ -297,6 +305,11 @@ class Attack(ABC):
         graph of its clean forward pass for :meth:`Run.clean_gradient` (one forward pass fewer)."""
         return False
 
+    def _progress_total(self) -> int:
+        """Length of the call's progress line: how many times ``_run`` ticks ``run.progress``
+        at most (its step loop's length; 1 for a one-step attack, whose line never shows)."""
+        return 1
+
     @abstractmethod
     def _run(self, run: Run) -> Tensor:
         """The algorithm on the attacked inputs ``run.x``; returns their adversarial images."""
@@ -371,7 +384,10 @@ class Attack(ABC):
             steps = torch.full((n,), -1, dtype=torch.long, device=x.device)
             pred_adv = pred.clone()
             if len(idx):
-                adv_sub = self._run(run).detach()
+                with status(
+                    f"{self.name} on {len(idx)} images", self._progress_total(), unit="step"
+                ) as run.progress:
+                    adv_sub = self._run(run).detach()
                 x_adv[idx] = adv_sub
                 queries[idx], gradients[idx], steps[idx] = (
                     run.queries,

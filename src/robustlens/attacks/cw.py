@@ -84,6 +84,9 @@ class CarliniWagner(Attack):
         check_positive(self, "lr")
         check_positive(self, "c_init")
 
+    def _progress_total(self) -> int:
+        return self.search_steps * self.steps
+
     def _run(self, run: Run) -> Tensor:
         x0 = run.x
         m = len(x0)
@@ -101,10 +104,13 @@ class CarliniWagner(Attack):
         global_step = 0
         w = w0.clone()
         settled = torch.zeros(m, dtype=torch.bool, device=dev)
-        for _ in range(self.search_steps):
+        for search in range(self.search_steps):
             idx = (~settled).nonzero().squeeze(1)
             if len(idx) == 0:
                 break
+            run.progress.note(
+                f"binary-search step {search + 1}/{self.search_steps} on {len(idx)} images"
+            )
             l2_before = best_l2.clone()
             if self.warm_start:
                 # Continue from the best adversarial found so far, else from the last iterate.
@@ -128,6 +134,7 @@ class CarliniWagner(Attack):
                     (g,) = torch.autograd.grad(loss.sum(), wi)
                 run.queries[idx] += 1
                 run.gradients[idx] += 1
+                run.progress.tick()
                 # Record the current iterate where it is adversarial (with the kappa margin).
                 with torch.no_grad():
                     ok = run.reached(logits.detach(), idx)
@@ -155,6 +162,7 @@ class CarliniWagner(Attack):
                         if len(idx) == 0:
                             break
             global_step += self.steps
+            run.progress.advance_to(global_step)  # a search step that aborted early
             # A sample whose best distance moved by less than `tol` during a round has settled:
             # bisecting c further cannot buy a visibly smaller perturbation.
             if self.tol > 0:

@@ -104,6 +104,9 @@ class DeepFool(Attack):
         check_at_least(self, "candidates", 2)
         check_choice(self, "norm", ("l2", "linf"))
 
+    def _progress_total(self) -> int:
+        return self.steps
+
     def _run(self, run: Run) -> Tensor:
         x0, y = run.x, run.y
         m = len(x0)
@@ -121,6 +124,7 @@ class DeepFool(Attack):
         dual: Norm | str = "l1" if self.norm == "linf" else "l2"
         for step in range(self.steps):
             logits, f, grad = candidate_gradients(run, x_adv[idx], idx, cand[idx], y[idx])
+            run.progress.tick()
             hit = run.reached(logits, idx)
             run.mark(idx, hit, step)
             idx = idx[~hit]

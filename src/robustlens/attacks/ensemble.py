@@ -105,6 +105,9 @@ class Ensemble(Attack):
         balls = {a.ball() for a in self.attacks}
         return balls.pop() if len(balls) == 1 else None
 
+    def _progress_total(self) -> int:
+        return len(self.attacks)  # one tick per member; each member draws its own line below
+
     def _run(self, run: Run) -> Tensor:
         m = len(run.x)
         dev = run.x.device
@@ -114,11 +117,13 @@ class Ensemble(Attack):
         closest = torch.full((m,), -math.inf, device=dev)  # margin objective of what `out` holds
         contribution: dict[str, int] = {}
         offset = 0
-        for name, attack in zip(self.member_names, self.attacks, strict=True):
+        for i, (name, attack) in enumerate(zip(self.member_names, self.attacks, strict=True)):
             idx = (~broken).nonzero().squeeze(1)
+            run.progress.advance_to(i)
             if len(idx) == 0:
                 contribution[name] = 0
                 continue
+            run.progress.note(f"member {i + 1}/{len(self.attacks)}: {name} on {len(idx)} images")
             target = None if run.target is None else run.target[idx]
             # Inside EOT the members, too, run every step (a success on one draw is luck).
             member = Persist(attack) if isinstance(run, Persistent) else attack
@@ -134,6 +139,7 @@ class Ensemble(Attack):
             self._keep_closest(run, res, idx, target, out, pred, closest)
             contribution[name] = int(hit.sum())
             offset += _budget(attack)
+        run.progress.advance_to(len(self.attacks))
         run.final_step = offset
         run.pred_adv = pred
         run.details["contribution"] = contribution

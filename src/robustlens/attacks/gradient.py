@@ -107,6 +107,8 @@ def ascend(
                     break
             keep_best(idx, xa, obj, pred)
             xa = (xo + project(xa + step * direction(grad, norm) - xo, eps, norm)).clamp(0, 1)
+            run.progress.tick()
+        run.progress.advance_to((r + 1) * steps)  # a restart that stopped early
         if len(idx):
             logits = run.logits(xa, idx)
             t_idx = None if tgt is None else tgt[idx]
@@ -196,6 +198,9 @@ class IFGSM(Attack):
     def ball(self) -> tuple[Norm, float]:
         return "linf", self.eps
 
+    def _progress_total(self) -> int:
+        return self.steps
+
     def _run(self, run: Run) -> Tensor:
         step = self.step if self.step is not None else 2.5 * self.eps / self.steps
         return ascend(
@@ -250,6 +255,9 @@ class PGD(Attack):
 
     def ball(self) -> tuple[Norm, float]:
         return self.norm, self.eps
+
+    def _progress_total(self) -> int:
+        return self.steps * self.restarts
 
     def _run(self, run: Run) -> Tensor:
         step = self.step if self.step is not None else 2.5 * self.eps / self.steps

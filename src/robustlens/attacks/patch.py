@@ -26,7 +26,7 @@ from robustlens._checks import (
     check_positive,
     check_same_device,
 )
-from robustlens._runtime import batched_logits, inference_mode
+from robustlens._runtime import batched_logits, inference_mode, progress
 from robustlens.attacks.transforms import (
     _uniform,
     affine_warp,
@@ -340,7 +340,9 @@ class Patch:
             opt = torch.optim.Adam([patch], lr=self.lr)
             losses = torch.empty(self.steps, device=dev, dtype=x.dtype)
             with torch.enable_grad():
-                for step in range(self.steps):
+                for step in progress(
+                    range(self.steps), desc=f"Patch for class {self.target}", unit="step"
+                ):
                     idx = torch.randint(n, (self.batch_size,), generator=generator, device=dev)
                     xp, _ = _place(x[idx], patch, generator, self.scale, self.rotation)
                     loss = -F.log_softmax(model(xp), dim=1)[:, self.target].mean()

@@ -267,6 +267,9 @@ class Square(Attack):
     def ball(self) -> tuple[Norm, float]:
         return self.norm, self.eps
 
+    def _progress_total(self) -> int:
+        return self.queries - 1
+
     def _loss(self, run: Run, logits: Tensor, rows: Tensor) -> Tensor:
         """Per-image loss to *decrease* at ``logits`` of the images ``rows``."""
         target = None if run.target is None else run.target[rows]
@@ -303,6 +306,7 @@ class Square(Attack):
             u = uniform(keys, 1 + i, torch.Size([len(ids), width]), torch.float64)
             cand = step(xa, xb, u, s, self.eps)
             logits = run.logits(cand, ids)
+            run.progress.tick()
             loss = self._loss(run, logits, ids)
             hit = run.reached(logits, ids)
             take = (loss < best) | hit

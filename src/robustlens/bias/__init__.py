@@ -35,6 +35,7 @@ from robustlens.bias.superpixels import (
     SuperpixelAttributes,
     SuperpixelStats,
     patch_mask,
+    shuffle_baseline,
     superpixel_attributes,
     superpixel_statistics,
 )
@@ -67,6 +68,7 @@ __all__: list[str] = [
     "random_vs_adversarial",
     "shape_bias",
     "shape_bias_from_decisions",
+    "shuffle_baseline",
     "superpixel_attributes",
     "superpixel_statistics",
     "topk_accuracy",

@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlens._checks import check_images, check_labels, check_model, check_same_device
-from robustlens._runtime import inference_mode
+from robustlens._runtime import inference_mode, status
 from robustlens.bias import _corrupt as ops
 from robustlens.data.dataset import ImageDataset
+from robustlens.data.stream import ImageData, check_image_data
 from robustlens.errors import DTypeError, ParameterError, ShapeError
 from robustlens.registry import Registry
 
@@ -582,7 +583,7 @@ def _ratio(num: float, den: float) -> float:
 
 def corruption_robustness(
     model: nn.Module,
-    ds: ImageDataset,
+    ds: ImageData,
     corruptions: Iterable[str] | None = None,
     severities: Sequence[int] = SEVERITIES,
     baseline: nn.Module | CorruptionResult | None = None,
@@ -597,7 +598,10 @@ def corruption_robustness(
     evaluated on exactly the same corrupted images (same seed), or a ``CorruptionResult`` computed
     before with the same corruptions and severities. The corrupted images are drawn from one
     generator per (seed, corruption, severity), batch after batch: the same seed and batch size
-    give the same result. Batches run on the model's device.
+    give the same result. Batches run on the model's device. ``ds`` is an ``ImageDataset`` or an
+    ``ImageFiles`` streamed from disk (:func:`robustlens.data.batches`): each batch is read once
+    and corrupted in every way while in memory; files that do not decode are left out (``n``
+    counts the images read).
 
     Shape: ds.x (N, C, H, W) in [0, 1], ds.y (N,).
 
@@ -610,11 +614,7 @@ def corruption_robustness(
     """
     where = "corruption_robustness"
     check_model(model, where=where)
-    if not isinstance(ds, ImageDataset):
-        raise DTypeError(
-            f"{where}: ds must be an ImageDataset, got {type(ds).__name__}; wrap tensors with "
-            "robustlens.data.ImageDataset(x, y)"
-        )
+    check_image_data(ds, where)
     chosen = _resolve_names(corruptions, where)
     sev = _check_severities(severities, where)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -667,41 +667,61 @@ def _check_severities(severities: Sequence[int], where: str) -> tuple[int, ...]:
 
 def _evaluate(
     model: nn.Module,
-    ds: ImageDataset,
+    ds: ImageData,
     chosen: tuple[str, ...],
     sev: tuple[int, ...],
     batch_size: int,
     seed: int,
 ) -> CorruptionResult:
     from robustlens._checks import check_logits, model_device
+    from robustlens.data.stream import batches as data_batches
 
-    device = model_device(model) or ds.x.device
+    device = model_device(model) or (ds.x.device if isinstance(ds, ImageDataset) else None)
+    device = device or torch.device("cpu")
     n = len(ds)
-    with inference_mode(model), torch.no_grad():
+    batches = -(-n // batch_size)
+    runs = 1 + len(chosen) * len(sev)  # the clean images, then every corruption and severity
+    # One generator per (corruption, severity), each drawn batch after batch: the images are read
+    # once (a streamed data set is decoded once, not once per corruption and severity), and the
+    # draws are those of a loop over corruptions first.
+    gens = {
+        (name, s): torch.Generator(device=device).manual_seed(_stream_seed(seed, name, s))
+        for name in chosen
+        for s in sev
+    }
+    with (
+        inference_mode(model),
+        torch.no_grad(),
+        status(
+            f"corruptions: {len(chosen)} x {len(sev)} severities on {n} images",
+            runs * batches,
+            unit="batch",
+        ) as ticker,
+    ):
 
         def correct(x: Tensor, y: Tensor) -> Tensor:
+            ticker.tick()
             return (check_logits(model(x), len(x)).argmax(1) == y).sum()
 
         clean = torch.zeros((), dtype=torch.long, device=device)
-        for start in range(0, n, batch_size):
-            xb = ds.x[start : start + batch_size].to(device)
-            clean += correct(xb, ds.y[start : start + batch_size].to(device))
         hits = torch.zeros(len(chosen), len(sev), dtype=torch.long, device=device)
-        for i, name in enumerate(chosen):
-            c = CORRUPTIONS.get(name)
-            for j, s in enumerate(sev):
-                g = torch.Generator(device=device).manual_seed(_stream_seed(seed, name, s))
-                for start in range(0, n, batch_size):
-                    xb = ds.x[start : start + batch_size].to(device)
-                    yb = ds.y[start : start + batch_size].to(device)
-                    hits[i, j] += correct(c._run(xb, s, g), yb)
-    acc = (hits.double() / n).tolist()
+        read = 0
+        for k, batch in enumerate(data_batches(ds, batch_size, device=device)):
+            ticker.note(f"batch {k + 1} of {batches}")
+            xb, yb = batch.x, batch.y
+            read += len(batch)
+            clean += correct(xb, yb)
+            for i, name in enumerate(chosen):
+                c = CORRUPTIONS.get(name)
+                for j, s in enumerate(sev):
+                    hits[i, j] += correct(c._run(xb, s, gens[name, s]), yb)
+    acc = (hits.double() / max(read, 1)).tolist()
     return CorruptionResult(
         corruptions=chosen,
         severities=sev,
         accuracy={name: acc[i] for i, name in enumerate(chosen)},
-        clean_accuracy=float(clean) / n,
-        n=n,
+        clean_accuracy=float(clean) / max(read, 1),
+        n=read,
         seed=seed,
     )
 

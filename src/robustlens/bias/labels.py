@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from robustlens._checks import check_labels, check_model
 from robustlens.data.dataset import ImageDataset
+from robustlens.data.files import ImageFiles
 from robustlens.data.mnist import SOURCES
 from robustlens.errors import (
     DataFileError,
@@ -549,7 +550,7 @@ class Ambiguous:
 
 def ambiguous(
     model: nn.Module,
-    ds: ImageDataset,
+    ds: ImageDataset | ImageFiles,
     *,
     margin: float = 0.1,
     mass: float = 0.8,
@@ -562,6 +563,10 @@ def ambiguous(
     together hold at least ``mass`` of the probability: the model splits between exactly two
     classes. Sorted by the difference, smallest first.
 
+    ``ds`` may be an ``ImageFiles`` streamed from disk: the pass keeps the two top
+    probabilities of each image, never its image or logits (files that do not decode are left
+    out). ``index`` holds positions in ``ds``.
+
     Shape: ds.x (N, C, H, W) -> an :class:`Ambiguous` of M <= k images.
 
     Example:
@@ -571,33 +576,46 @@ def ambiguous(
         (3, True, True)
     """
     from robustlens._checks import model_device
-    from robustlens._runtime import batched_logits
+    from robustlens.data.stream import model_outputs
 
     where = "ambiguous"
     check_model(model, where=where)
-    if not isinstance(ds, ImageDataset):
-        raise DTypeError(f"{where}: ds must be an ImageDataset, got {type(ds).__name__}")
+    if not isinstance(ds, ImageDataset | ImageFiles):
+        raise DTypeError(
+            f"{where}: ds must be an ImageDataset or ImageFiles, got {type(ds).__name__}"
+        )
     for name, value, hi in (("margin", margin, 1.0), ("mass", mass, 1.0)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= hi:
             raise ParameterError(f"{where}: {name!r} must be a float in [0, 1], got {value!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ParameterError(f"{where}: 'k' must be an int >= 1, got {k!r}")
-    logits = batched_logits(model, ds.x, batch_size=batch_size, device=model_device(model))
-    if logits.shape[1] != ds.num_classes:
+    outputs: list[int] = []
+
+    def top2(logits: Tensor) -> Tensor:
+        """Each image's two largest probabilities and their classes: ``(B, 4)``, so a pass over
+        a streamed data set keeps four numbers per image, not its logits."""
+        outputs.append(int(logits.shape[1]))
+        probs, top = logits.softmax(1).topk(2, dim=1)
+        return torch.cat([probs, top.to(probs.dtype)], dim=1)
+
+    values, read = model_outputs(model, ds, top2, batch_size=batch_size, device=model_device(model))
+    k_model = outputs[0] if outputs else ds.num_classes
+    if k_model != ds.num_classes:
         raise LabelError(
-            f"{where}: the model has {logits.shape[1]} classes but {ds.name!r} has "
+            f"{where}: the model has {k_model} classes but {ds.name!r} has "
             f"{ds.num_classes}; check that data and model match"
         )
-    probs, top = logits.softmax(1).topk(2, dim=1)
+    probs, top = values[:, :2], values[:, 2:].long()
     gap = probs[:, 0] - probs[:, 1]
     keep = ((gap <= margin) & (probs.sum(1) >= mass)).nonzero().squeeze(1)
-    order = keep[gap[keep].argsort(stable=True)][:k]
-    classes = top[order].cpu()
+    rows = keep[gap[keep].argsort(stable=True)][:k]
+    order = read[rows]  # positions in ds
+    classes = top[rows]
     label = ds.y[order.to(ds.y.device)].cpu()
     return Ambiguous(
         index=order.cpu(),
         classes=classes,
-        probs=probs[order].cpu(),
+        probs=probs[rows],
         label=label,
         class_names=[(ds.classes[int(a)], ds.classes[int(b)]) for a, b in classes.tolist()],
         label_names=[ds.classes[int(v)] for v in label],

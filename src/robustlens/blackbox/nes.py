@@ -58,6 +58,7 @@ from robustlens._checks import (
     check_positive,
     check_probability,
 )
+from robustlens._runtime import Ticker, status
 from robustlens.attacks._steps import bcast, project
 from robustlens.attacks.base import AttackResult
 from robustlens.blackbox.oracle import Oracle, TopK
@@ -152,6 +153,8 @@ class _View:
         self.oracle, self.ids, self.x, self.y, self.target = oracle, ids, x, y, target
         self.k_read = k_read
         self.max_queries = max_queries
+        #: The call's progress line, in queries per image (ticked on the host, no sync).
+        self.progress = Ticker()
 
     def ask(self, points: Tensor, rows: Tensor) -> Tensor | TopK:
         """Query the oracle on ``points`` (clamped to [0, 1]) on behalf of the images ``rows``."""
@@ -359,12 +362,17 @@ class NES:
                 self.max_queries,
             )
             gen = torch.Generator(device=x.device).manual_seed(self.seed)
-            if self.mode == "query-limited":
-                adv, p, first, starved = self._query_limited(view, gen)
-            else:
-                assert target is not None
-                start = self._start(x, pred, target, idx, x_init)
-                adv, p, first, starved = self._shrinking(view, start, gen)
+            per_image = self.max_queries if oracle.budget is None else oracle.budget
+            per_image = min(self.max_queries, per_image) - 1  # less the label query
+            with status(
+                f"{self.name} on {len(idx)} images", per_image, unit="query"
+            ) as view.progress:
+                if self.mode == "query-limited":
+                    adv, p, first, starved = self._query_limited(view, gen)
+                else:
+                    assert target is not None
+                    start = self._start(x, pred, target, idx, x_init)
+                    adv, p, first, starved = self._shrinking(view, start, gen)
             x_adv[idx], pred_adv[idx], steps[idx] = adv, p, first
 
         success = attacked & (pred_adv != y if target is None else pred_adv == target)
@@ -537,6 +545,7 @@ class NES:
                 break
             t += 1
             g_a, value = self._gradient(v, active, adv, st.g, gen)
+            v.progress.tick(cost)
             lr_a = self._plateau(active, value, st.best, st.stall, st.lr)
             xo = x[active]
             step = adv[active] - bcast(lr_a, xo) * g_a.sign()
@@ -573,6 +582,7 @@ class NES:
                 break
             t += 1
             g_a, value = self._gradient(v, active, adv, st.g, gen)
+            v.progress.tick(cost - 1)  # the gradient's queries; each try below is one more
             lr_a = self._plateau(active, value, st.best, st.stall, st.lr)
             # Line search: one query per try and image; accepted tries keep the target in the top
             # k. A failed try halves the radius decrease, then (decrease dropped) the step.
@@ -592,6 +602,7 @@ class NES:
                 prop = (xo + project(step - xo, new_r, "linf")).clamp(0, 1)
                 classes, _ = v.read(v.ask(prop, rows))
                 left[local] -= 1
+                v.progress.tick()
                 ok = (classes == target[rows, None]).any(1)
                 acc = rows[ok]
                 shrunk = acc[new_r[ok] < radius[acc]]

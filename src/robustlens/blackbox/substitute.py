@@ -49,7 +49,7 @@ from robustlens._checks import (
     check_model,
     check_positive,
 )
-from robustlens._runtime import batched_logits, inference_mode
+from robustlens._runtime import batched_logits, inference_mode, progress
 from robustlens.blackbox.oracle import Oracle, TopK
 from robustlens.data.dataset import ImageDataset
 from robustlens.errors import DeviceError, DTypeError, ParameterError, ShapeError
@@ -402,7 +402,10 @@ class Substitute:
         }
         sizes: list[int] = []
         model = self._build(x_seed, num_classes)
-        for r in range(self.rounds + 1):
+        rounds = progress(
+            range(self.rounds + 1), desc=f"Substitute: {self.rounds} rounds", unit="round"
+        )
+        for r in rounds:
             if r > 0:
                 # Augment S_{r-1} (every point, or a reservoir sample) with the current substitute.
                 pick = torch.arange(len(x), device=device)

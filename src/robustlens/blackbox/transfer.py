@@ -29,7 +29,7 @@ from robustlens._checks import (
     check_model,
     check_same_device,
 )
-from robustlens._runtime import batched_logits, inference_mode
+from robustlens._runtime import batched_logits, inference_mode, progress
 from robustlens.attacks._steps import goal_reached
 from robustlens.attacks.adaptive import Persistent, Wrapper, can_persist
 from robustlens.attacks.base import Attack, Run
@@ -87,6 +87,7 @@ class Transfer(Wrapper):
         check_same_device(self.surrogate, run.x, where=self.name)
         kind = Persistent if self.persistent and can_persist(self.attack) else Run
         sub = kind(self.surrogate, run.x, run.y, run.target, self.attack.seed, run.x_init)
+        sub.progress = run.progress  # the inner attack's steps, on the surrogate
         with inference_mode(self.surrogate):
             x_adv = self.attack._run(sub).detach()
             with torch.no_grad():
@@ -238,7 +239,7 @@ def transfer_matrix(
     # One attack per source; its own verdict (pred on x_adv) is the diagonal.
     adv: dict[str, Tensor] = {}
     own_pred: dict[str, Tensor] = {}
-    for key in names:
+    for key in progress(names, desc=f"{attack.name} on each source model", unit="model"):
         xs, ps = [], []
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)

@@ -1,6 +1,9 @@
 """Data sets in robustlens' conventions: float32 images ``(N, C, H, W)`` in ``[0, 1]``, int64 labels.
 
-``load(name, split=..., root=None)`` is the one entry point; ``names()`` lists what it knows.
+``load(name, split=..., root=None)`` is the one entry point for the registered data sets, loaded in
+memory as an :class:`ImageDataset`; ``names()`` lists them. A folder of images at real scale is
+opened with :func:`open_folder` as an :class:`ImageFiles`, streamed from disk batch by batch
+(:func:`batches`); every dataset-level operation takes either (see ``docs/data.md``).
 
 Example:
     >>> import robustlens as rl
@@ -25,6 +28,7 @@ from robustlens.data.cue_conflict import (
 )
 from robustlens.data.dataset import ImageDataset
 from robustlens.data.digits import load_digits
+from robustlens.data.files import ImageFiles, SkippedFile, open_folder
 from robustlens.data.folder import load_folder
 from robustlens.data.idx import read_idx, write_idx
 from robustlens.data.imagenet import imagenet_names, imagenet_wnids, map_to_imagenet, read_class_map
@@ -32,24 +36,43 @@ from robustlens.data.mnist import load_idx_dataset
 from robustlens.data.preprocess import Preprocessing
 from robustlens.data.printed import load_printed_digits
 from robustlens.data.spurious import PLANTED, PlantedCue, cue_test_sets, load_planted, plant_cue
+from robustlens.data.stream import (
+    Batch,
+    ImageData,
+    batches,
+    fingerprint,
+    in_memory,
+    model_outputs,
+    predict,
+)
 from robustlens.errors import ParameterError
 from robustlens.registry import Registry
 
 __all__ = [
+    "Batch",
     "CueConflict",
+    "ImageData",
     "ImageDataset",
+    "ImageFiles",
     "PlantedCue",
     "Preprocessing",
+    "SkippedFile",
     "available",
+    "batches",
     "cue_conflict",
     "cue_test_sets",
+    "fingerprint",
     "imagenet_names",
     "imagenet_wnids",
+    "in_memory",
     "load",
     "load_folder",
     "map_to_imagenet",
+    "model_outputs",
     "names",
+    "open_folder",
     "plant_cue",
+    "predict",
     "read_class_map",
     "read_idx",
     "shapes_dataset",

@@ -13,7 +13,35 @@ from torch.utils.data import Dataset
 from robustlens._checks import check_images, check_labels
 from robustlens.errors import LabelError, ParameterError
 
-__all__ = ["ImageDataset"]
+__all__ = ["ImageDataset", "sample_indices"]
+
+
+def sample_indices(
+    y: Tensor, num_classes: int, n: int, *, seed: int = 0, stratified: bool = True
+) -> Tensor:
+    """Sorted indices of ``n`` of the ``len(y)`` images, drawn without replacement (seeded).
+
+    With ``stratified`` the draw keeps the class proportions: a seeded permutation is reordered
+    round-robin over the classes, so that any prefix of it is near-balanced, and its first ``n``
+    are taken. Only the labels are read: for files on disk, only the chosen ones are ever decoded.
+
+    Example:
+        >>> import torch
+        >>> sample_indices(torch.tensor([0, 0, 0, 0, 1, 1]), 2, 4, seed=0).tolist()
+        [0, 2, 4, 5]
+    """
+    if n >= len(y):
+        return torch.arange(len(y))
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y), generator=g)
+    if stratified:
+        labels = y.cpu()[perm]
+        rank = torch.zeros_like(labels)
+        for k in range(num_classes):  # K classes, not samples
+            mask = labels == k
+            rank[mask] = torch.arange(int(mask.sum()))
+        perm = perm[torch.argsort(rank * num_classes + labels, stable=True)]
+    return perm[:n].sort().values
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,18 +134,12 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
             raise ParameterError(f"subset: 'n' must be an int >= 1, got {n!r}")
         if n >= len(self):
             return self
-        g = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(len(self), generator=g)
-        if stratified:
-            # Order the permutation round-robin over classes so any prefix is near-balanced.
-            y = self.y.cpu()[perm]
-            rank = torch.zeros_like(y)
-            for k in range(self.num_classes):
-                mask = y == k
-                rank[mask] = torch.arange(int(mask.sum()))
-            perm = perm[torch.argsort(rank * self.num_classes + y, stable=True)]
-        idx = perm[:n].sort().values.to(self.x.device)
-        return self[idx]
+        idx = sample_indices(self.y, self.num_classes, n, seed=seed, stratified=stratified)
+        return self[idx.to(self.x.device)]
+
+    def with_classes(self, classes: Sequence[str]) -> ImageDataset:
+        """The same images and labels under other class names (``len(classes) >= num_classes``)."""
+        return ImageDataset(self.x, self.y, classes=list(classes), name=self.name)
 
     def split(self, fraction: float, *, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
         """Two disjoint parts, the first holding ``fraction`` of the images (seeded shuffle)."""

@@ -63,7 +63,9 @@ def _list_files(
     found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
     if not found:
         raise DataNotFoundError(
-            f"folder: {folder} has no sub-folders; put each class's images in root/<class name>/"
+            f"folder: {folder} has no sub-folders; put each class's images in root/<class name>/, "
+            "or give a labels file with one 'path,label' row per image (Python: "
+            "rl.data.open_folder(root, labels=FILE); command line: --labels FILE.csv)"
         )
     if classes is None:
         names = found

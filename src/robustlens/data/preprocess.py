@@ -110,9 +110,11 @@ class Preprocessing:
     def apply_to(self, x: Tensor) -> Tensor:
         """:meth:`geometry` over a batch of one size: ``(N, C, h, w)`` -> ``(N, channels, H, W)``.
 
-        The interpolation's overshoot (bicubic rings past 0 and 1) is clipped back into
-        ``[0, 1]``, as Pillow does when it writes 8-bit pixels. ``uint8`` images (``0..255``, as
-        decoded) are scaled by ``1 / 255`` first.
+        ``uint8`` images (``0..255``, as decoded) are resized and cropped in ``uint8``, then
+        scaled by ``1 / 255``, as torchvision's and timm's evaluation transforms do (resize the
+        8-bit image, then convert): the same pixels as theirs, with torchvision's fast 8-bit
+        kernels. Float images in ``[0, 1]`` are resized in float, the interpolation's overshoot
+        (bicubic rings past 0 and 1) clipped back into ``[0, 1]``.
         """
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F
@@ -122,26 +124,35 @@ class Preprocessing:
                 f"Preprocessing: expected images (N, C, H, W) with C 1, 3 or 4, got "
                 f"{tuple(x.shape)}"
             )
-        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
         if x.shape[1] == 4:
             x = x[:, :3]
         if self.channels == 1 and x.shape[1] == 3:
+            # The luma in float (an 8-bit grey conversion would truncate it).
+            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
             x = F.rgb_to_grayscale(x, num_output_channels=1)
         elif self.channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        eight_bit = x.dtype == torch.uint8
+        if not eight_bit:
+            x = x.float()
+
+        def done(y: Tensor) -> Tensor:
+            if eight_bit:
+                return y.float().div_(255.0).contiguous()
+            return y.clamp(0.0, 1.0).contiguous() if y is not x else y.contiguous()
+
         if self.input_size is None:
-            return x.contiguous()
+            return done(x)
         mode = InterpolationMode(self.interpolation)
         target = [int(self.input_size[0]), int(self.input_size[1])]
         if self.resize is not None:
+            y = x
             if min(x.shape[-2:]) != self.resize:
-                x = F.resize(x, [self.resize], interpolation=mode, antialias=True)
-            x = F.center_crop(x, target)
-        elif list(x.shape[-2:]) != target:
-            x = F.resize(x, target, interpolation=mode, antialias=True)
-        else:
-            return x.contiguous()
-        return x.clamp(0.0, 1.0).contiguous()
+                y = F.resize(x, [self.resize], interpolation=mode, antialias=True)
+            return done(F.center_crop(y, target).clone() if y is x else F.center_crop(y, target))
+        if list(x.shape[-2:]) != target:
+            return done(F.resize(x, target, interpolation=mode, antialias=True))
+        return done(x)
 
     def describe(self) -> str:
         """One line for the terminal and the report."""

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlens._checks import check_at_least, check_choice, check_positive, check_probability
-from robustlens._runtime import inference_mode
+from robustlens._runtime import inference_mode, progress_option
 from robustlens.data.dataset import ImageDataset
 from robustlens.errors import ParameterError
 from robustlens.training.fit import TrainConfig, TrainHistory, fit
@@ -220,6 +220,7 @@ class OverfitGuard:
         return True
 
 
+@progress_option
 def adversarial_fit(
     model: nn.Module,
     train: ImageDataset,
@@ -227,7 +228,7 @@ def adversarial_fit(
     config: TrainConfig | None = None,
     adversarial: AdversarialConfig | None = None,
     val: ImageDataset | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainHistory:
     """Adversarially train ``model`` in place on ``train`` (see the module docstring).

@@ -22,8 +22,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from robustlens._checks import check_images, check_labels, check_model, check_same_device
-from robustlens._runtime import batched_logits, inference_mode, progress
+from robustlens._checks import (
+    check_images,
+    check_labels,
+    check_model,
+    check_same_device,
+    model_device,
+)
+from robustlens._runtime import inference_mode, progress_option
 from robustlens.attacks.adaptive import adaptive, diagnose
 from robustlens.attacks.base import Attack
 from robustlens.attacks.ensemble import Ensemble
@@ -31,8 +37,10 @@ from robustlens.attacks.gradient import FGSM, PGD
 from robustlens.blackbox.nes import NES
 from robustlens.blackbox.oracle import Oracle
 from robustlens.data.dataset import ImageDataset
+from robustlens.data.files import ImageFiles
+from robustlens.data.stream import ImageData, batches, in_memory, model_outputs
 from robustlens.defenses.base import Preprocessor
-from robustlens.errors import ParameterError
+from robustlens.errors import DataFileError, ParameterError
 from robustlens.evaluation.checks import gradient_report
 
 __all__ = ["Check", "DefenseAudit", "audit_defense"]
@@ -96,29 +104,44 @@ class DefenseAudit:
 
 
 def _robust(
-    attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch_size: int, desc: str, show: bool
+    attack: Attack,
+    model: nn.Module,
+    data: ImageData,
+    batch_size: int,
+    desc: str,
+    show: bool | None,
+    device: torch.device,
 ) -> Tensor:
-    """Per image: correctly classified before and after ``attack`` (bool ``(N,)``).
+    """Per image: correctly classified before and after ``attack`` (bool ``(N,)`` on ``device``).
 
-    The adversarial images are judged by a fresh call of ``model``, not by the attack's own
-    record: on a randomized defense that call is a new draw, as a deployed model would make.
+    The images come batch by batch (:func:`robustlens.data.batches`: slices in memory, decoded
+    files streamed), so memory holds one batch. The adversarial images are judged by a fresh
+    call of ``model``, not by the attack's own record: on a randomized defense that call is a new
+    draw, as a deployed model would make.
     """
     out = []
-    for start in progress(range(0, len(x), batch_size), show=show, desc=desc):
-        ys = y[start : start + batch_size]
-        res = attack(model, x[start : start + batch_size], ys)
+    for batch in batches(data, batch_size, device=device, show_progress=show, desc=desc):
+        ys = batch.y
+        res = attack(model, batch.x, ys)
         with inference_mode(model), torch.no_grad():
             out.append(res.attacked & (model(res.x_adv).argmax(1) == ys))
-    return torch.cat(out)
+    robust = torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=device)
+    if len(robust) != len(data):
+        raise DataFileError(
+            f"audit_defense: {len(data) - len(robust)} image(s) of {data.name} could not be read "
+            "on a later pass (a file changed during the audit?); run it again"
+        )
+    return robust
 
 
 def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
 
+@progress_option
 def audit_defense(
     defended: nn.Module,
-    ds: ImageDataset,
+    ds: ImageData,
     undefended: nn.Module | None = None,
     *,
     eps: float = 0.1,
@@ -134,10 +157,15 @@ def audit_defense(
     gap: float = 0.05,
     batch_size: int = 100,
     seed: int = 0,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> DefenseAudit:
     """Audit the robustness of ``defended`` on ``ds`` at ``eps`` (see the module docstring).
+
+    ``ds`` is an ``ImageDataset`` or an ``ImageFiles`` read from disk: every attack pass goes
+    over it batch by batch (:func:`robustlens.data.batches`), so memory holds one batch (and
+    the first ``blackbox_images`` images NES attacks together), never the whole set; files that
+    do not decode are found by the clean pass and left out, with a note.
 
     Attacks: PGD with ``steps`` and ``restarts`` (naive, then adapted by
     :func:`~robustlens.attacks.adaptive` with ``samples`` EOT draws when needed), the adapted
@@ -168,19 +196,24 @@ def audit_defense(
     """
     where = "audit_defense"
     check_model(defended, where=where)
-    if not isinstance(ds, ImageDataset):
+    if not isinstance(ds, ImageDataset | ImageFiles):
         raise ParameterError(
             f"{where}: 'ds' must be a robustlens ImageDataset (rl.data.load(...) or "
-            f"ImageDataset(x, y, classes)), got {type(ds).__name__}"
+            f"ImageDataset(x, y, classes)) or ImageFiles (rl.data.open_folder(...)), got "
+            f"{type(ds).__name__}"
         )
-    x, y = ds.x, ds.y
-    device = next((p.device for p in defended.parameters()), x.device)
-    x, y = x.to(device), y.to(device)
-    check_images(x, where=where)
-    check_same_device(defended, x, where=where)
+    data: ImageData = ds
+    if isinstance(ds, ImageDataset):
+        device = next((p.device for p in defended.parameters()), ds.x.device)
+        data = ImageDataset(ds.x.to(device), ds.y.to(device), classes=ds.classes, name=ds.name)
+        check_images(data.x, where=where)
+        check_same_device(defended, data.x, where=where)
+    else:
+        device = model_device(defended) or torch.device("cpu")
     if undefended is not None:
         check_model(undefended, where=where)
-        check_same_device(undefended, x, where=where)
+        if isinstance(data, ImageDataset):
+            check_same_device(undefended, data.x, where=where)
     if ensemble_steps is not None and (not isinstance(ensemble_steps, int) or ensemble_steps < 1):
         raise ParameterError(
             f"{where}: 'ensemble_steps' must be an int >= 1 or None, got {ensemble_steps!r}"
@@ -193,7 +226,7 @@ def audit_defense(
         if not 0 <= value < 1:
             raise ParameterError(f"{where}: {name!r} must be a float in [0, 1), got {value!r}")
     pgd = PGD(eps=eps, norm=norm, steps=steps, restarts=restarts, seed=seed)  # validates eps, ...
-    d = x[0].numel()
+    d = math.prod(data.shape)
     large = large_eps if large_eps is not None else (0.5 if norm == "linf" else 0.5 * math.sqrt(d))
     if large <= eps:
         raise ParameterError(f"{where}: 'large_eps' must exceed eps={eps}, got {large}")
@@ -205,21 +238,27 @@ def audit_defense(
     def acc_of(robust: Tensor) -> float:
         return float(robust.double().mean())
 
-    logits = batched_logits(defended, x, batch_size=batch_size)
+    notes: list[str] = []
+    # The clean pass, which also finds the files that do not decode: later passes leave them out.
+    logits, read = model_outputs(defended, data, batch_size=batch_size, device=device)
+    if len(read) < len(data):
+        skipped = len(data) - len(read)
+        notes.append(f"{skipped} file(s) of {data.name} could not be read and were left out")
+        data = data[read]
+    logits = logits.to(device)
     num_classes = logits.shape[1]
-    y = check_labels(y, len(x), num_classes=num_classes, where=where)
+    y = check_labels(data.y.to(device), len(data), num_classes=num_classes, where=where)
     clean = logits.argmax(1) == y
     table: list[dict[str, Any]] = [
         {"measure": "clean", "attack": "none", "accuracy": acc_of(clean)}
     ]
-    notes: list[str] = []
     if undefended is not None:
-        und_logits = batched_logits(undefended, x, batch_size=batch_size)
+        und_logits, _ = model_outputs(undefended, data, batch_size=batch_size, device=device)
         table.append(
             {
                 "measure": "clean (undefended)",
                 "attack": "none",
-                "accuracy": acc_of(und_logits.argmax(1) == y),
+                "accuracy": acc_of(und_logits.to(device).argmax(1) == y),
             }
         )
 
@@ -227,7 +266,7 @@ def audit_defense(
     for m in defended.modules():
         if isinstance(m, Preprocessor):
             m.reseed()
-    probe_x = x[: min(len(x), 16)]
+    probe_x = in_memory(data[: min(len(data), 16)]).x.to(device)
     diag = diagnose(defended, probe_x)
     say(f"probe: gradient {diag.gradient}, randomized {diag.randomized}")
 
@@ -236,7 +275,7 @@ def audit_defense(
 
     def run(attack: Attack, model: nn.Module, desc: str) -> Tensor:
         say(f"{desc}: {attack.name}")
-        return _robust(attack, model, x, y, batch_size, desc, show_progress)
+        return _robust(attack, model, data, batch_size, desc, show_progress, device)
 
     naive = run(pgd, defended, "naive")
     adaptive_pgd = adapt(pgd)
@@ -248,11 +287,10 @@ def audit_defense(
     transfer: Tensor | None = None
     if undefended is not None:
         rob = []
-        for start in range(0, len(x), batch_size):
-            xs, ys = x[start : start + batch_size], y[start : start + batch_size]
-            x_adv = pgd(undefended, xs, ys).x_adv
+        for batch in batches(data, batch_size, device=device):
+            x_adv = pgd(undefended, batch.x, batch.y).x_adv
             with inference_mode(defended), torch.no_grad():
-                rob.append(defended(x_adv).argmax(1) == ys)
+                rob.append(defended(x_adv).argmax(1) == batch.y)
         transfer = torch.cat(rob) & clean
         worst &= transfer
         table.append(
@@ -266,12 +304,12 @@ def audit_defense(
     else:
         notes.append("no undefended model given: transfer was not measured")
     blackbox: Tensor | None = None
-    nb = min(len(x), blackbox_images)
+    nb = min(len(data), blackbox_images)
     if blackbox_queries and norm == "linf":
         oracle = Oracle(defended, output="probs", budget=blackbox_queries)
         nes = NES(eps=eps, max_queries=blackbox_queries, seed=seed)
         say(f"black-box: {nes.name} on {nb} images, {blackbox_queries} queries each")
-        res = nes(oracle, x[:nb], y[:nb])
+        res = nes(oracle, in_memory(data[:nb]).x.to(device), y[:nb])
         with inference_mode(defended), torch.no_grad():
             blackbox = res.attacked & (defended(res.x_adv).argmax(1) == y[:nb])
         worst[:nb] &= blackbox
@@ -318,7 +356,7 @@ def audit_defense(
         alive = worst.nonzero().squeeze(1)
         if len(alive):
             worst[alive] = _robust(
-                ens, defended, x[alive], y[alive], batch_size, "ensemble", show_progress
+                ens, defended, data[alive.cpu()], batch_size, "ensemble", show_progress, device
             )
             say(f"ensemble on {len(alive)} survivors: {ens.name}")
         table.append(
@@ -440,7 +478,7 @@ def audit_defense(
     return DefenseAudit(
         eps=eps,
         norm=norm,
-        n=len(x),
+        n=len(data),
         num_classes=num_classes,
         table=table,
         checks=checks,

@@ -109,7 +109,6 @@ def group(backend: str | None = None) -> Group:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Group()
-    rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{local % max(torch.cuda.device_count(), 1)}") if cuda else None
@@ -124,31 +123,21 @@ def group(backend: str | None = None) -> Group:
             timeout=TIMEOUT,
             device_id=device,
         )
-    return Group(
-        rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, device=device
-    )
+    return Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, device=device)
 
 
 def shard(labels: Tensor, pending: Tensor, rank: int, world: int) -> Tensor:
     """The indices among ``pending`` that rank ``rank`` of ``world`` takes, ascending.
 
-    ``pending`` (int64 indices into ``labels``) is ordered round-robin over the classes (each
-    class's images in index order), and rank ``r`` takes every ``world``-th image of that order
-    from position ``r``: every shard holds its share of each class, and the split is a function
-    of the labels, the pending images and ``world`` alone.
+    ``pending`` (int64 indices into ``labels``) is ordered by class, then by index, and rank ``r``
+    takes every ``world``-th image of that order from position ``r``: each class is split as
+    evenly as it can be (shares differ by one image at most), so is the total, and the split is
+    a function of the labels, the pending images and ``world`` alone.
     """
     if world < 1 or not 0 <= rank < world:
         raise ParameterError(f"shard: need 0 <= rank < world, got rank={rank}, world={world}")
-    pending = pending.to(torch.int64).cpu()
+    pending = pending.to(torch.int64).cpu().sort().values
     if len(pending) == 0:
         return pending
-    y = labels.cpu()[pending]
-    # Position of each image within its class, then order by (position, class): round-robin.
-    order = torch.argsort(y, stable=True)
-    sorted_y = y[order]
-    starts = torch.searchsorted(sorted_y, sorted_y, right=False)
-    within = torch.empty_like(order)
-    within[order] = torch.arange(len(order)) - starts
-    key = within * (int(y.max()) + 1) + y
-    robin = pending[torch.argsort(key, stable=True)]
-    return robin[rank::world].sort().values
+    by_class = pending[torch.argsort(labels.cpu()[pending], stable=True)]
+    return by_class[rank::world].sort().values

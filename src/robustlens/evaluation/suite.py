@@ -36,6 +36,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -45,11 +46,13 @@ import torch
 from torch import Tensor, nn
 
 from robustlens._images import image_refs, save_images
-from robustlens._runtime import batched_logits
+from robustlens._runtime import batched_logits, progress_option
 from robustlens.attacks import FGSM, IFGSM, PGD, CarliniWagner, DeepFool, Ensemble
 from robustlens.attacks.base import Attack, AttackResult
 from robustlens.blackbox import NES, Oracle
 from robustlens.data.dataset import ImageDataset
+from robustlens.data.files import ImageFiles
+from robustlens.data.stream import ImageData, fingerprint, in_memory, predict
 from robustlens.evaluation.clean import clean_accuracy
 from robustlens.evaluation.config import SuiteConfig
 from robustlens.evaluation.curves import accuracy_vs_distance, robust_accuracy_curve
@@ -139,17 +142,25 @@ class _Store:
         return written
 
 
-def _data_fingerprint(ds: ImageDataset) -> str:
-    """A short hash of a data set's images and labels (what a saved section was computed on)."""
-    h = hashlib.sha256()
-    h.update(ds.x.detach().cpu().contiguous().numpy().tobytes())
-    h.update(ds.y.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+def _data_fingerprint(ds: ImageData) -> str:
+    """A short hash of a data set's images and labels (what a saved section was computed on):
+    the pixels in memory, the files (paths, sizes) and input geometry of streamed data."""
+    return fingerprint(ds)
+
+
+def _device(ds: ImageData, model: nn.Module) -> torch.device:
+    """Where a section's tensors go: the in-memory images' device, else the model's (streamed
+    images are decoded on the CPU and sent to the model's device batch by batch)."""
+    from robustlens._checks import model_device
+
+    if isinstance(ds, ImageDataset):
+        return ds.x.device
+    return model_device(model) or torch.device("cpu")
 
 
 def _check_suite(
     model: nn.Module,
-    ds: ImageDataset,
+    ds: ImageData,
     cfg: SuiteConfig,
     *,
     train: Callable[[], ImageDataset] | None,
@@ -161,8 +172,11 @@ def _check_suite(
     from robustlens.errors import DTypeError, ParameterError
 
     check_model(model, where="run_suite")
-    if not isinstance(ds, ImageDataset):
-        raise DTypeError(f"run_suite: ds must be an ImageDataset, got {type(ds).__name__}")
+    if not isinstance(ds, ImageDataset | ImageFiles):
+        raise DTypeError(
+            f"run_suite: ds must be an ImageDataset or ImageFiles (rl.data.open_folder), got "
+            f"{type(ds).__name__}"
+        )
     if not isinstance(cfg, SuiteConfig):
         raise DTypeError(f"run_suite: config must be a SuiteConfig, got {type(cfg).__name__}")
     if resume and out is None:
@@ -239,11 +253,11 @@ def gallery(result: AttackResult, classes: list[str], count: int) -> list[dict[s
 
 def whitebox_section(
     model: nn.Module,
-    ds: ImageDataset,
+    ds: ImageData,
     config: SuiteConfig,
     *,
     work: Path | None,
-    show_progress: bool,
+    show_progress: bool | None,
 ) -> dict[str, Any]:
     """Fixed-budget attacks with the worst case, the lecture's two curves and a gallery.
 
@@ -254,7 +268,7 @@ def whitebox_section(
     wb, seed = config.whitebox, config.seed
     attacks = _fixed_budget_attacks(wb.attacks, wb.eps, wb.steps, seed)
     ev = evaluate(model, ds, attacks, batch_size=500, out=work, show_progress=show_progress)
-    sub = ds.subset(min(wb.min_norm_limit, len(ds)), seed=seed)
+    sub = in_memory(ds.subset(min(wb.min_norm_limit, len(ds)), seed=seed))
     curves, summaries = [], {}
     for name in wb.min_norm:
         attack: Attack = (
@@ -267,7 +281,7 @@ def whitebox_section(
     eps_sweep = robust_accuracy_curve(pgd, model, sub.x, sub.y, wb.eps_curve)
     shown: list[dict[str, Any]] = []
     if wb.gallery:
-        pool = ds[: min(len(ds), 20 * wb.gallery)]
+        pool = in_memory(ds[: min(len(ds), 20 * wb.gallery)])
         res = pgd(model, pool.x, pool.y)
         shown = gallery(res, ds.classes, wb.gallery)
         for item in shown:  # tensors: stored as image files with the section
@@ -315,11 +329,11 @@ def success_vs_queries(
     return {"queries": grid.tolist(), "success_rate": rate}
 
 
-def blackbox_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig) -> dict[str, Any]:
+def blackbox_section(model: nn.Module, ds: ImageData, config: SuiteConfig) -> dict[str, Any]:
     """NES through a score oracle (``"nes"``) and a label-only oracle (``"nes-label"``, targeted at
     a random other class, starting from an image of that class)."""
     bb, eps, seed = config.blackbox, config.whitebox.eps, config.seed
-    sub = ds.subset(min(bb.images, len(ds)), seed=seed)
+    sub = in_memory(ds.subset(min(bb.images, len(ds)), seed=seed))
     out: dict[str, Any] = {"n": len(sub), "eps": eps, "queries": bb.queries, "attacks": {}}
     for name in bb.attacks:
         start = time.perf_counter()
@@ -333,13 +347,13 @@ def blackbox_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig) ->
             target = (sub.y.cpu() + torch.randint(1, k, (len(sub),), generator=g)) % k
             # A starting image for each target: the first image of ds the model classifies as it
             # (label-only NES starts inside the target's region and shrinks towards x).
-            pred = batched_logits(model, ds.x).argmax(1).cpu()
+            pred = predict(model, ds)  # -1 for a file that does not decode
             first_of = torch.full((k,), -1, dtype=torch.long)
-            present = torch.unique(pred)
+            present = torch.unique(pred[pred >= 0])
             first_of[present] = torch.stack([torch.nonzero(pred == c)[0, 0] for c in present])
             target = torch.where(first_of[target] >= 0, target, sub.y.cpu())
             keep = target != sub.y.cpu()
-            x_init = ds.x[first_of[target].clamp_min(0).to(ds.x.device)]
+            x_init = in_memory(ds[first_of[target].clamp_min(0)]).x.to(sub.x.device)
             oracle = Oracle(model, output="label", budget=bb.queries)
             attack = NES(eps=eps, mode="label-only", max_queries=bb.queries, seed=seed)
             dev = sub.x.device
@@ -370,11 +384,11 @@ def blackbox_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig) ->
 
 def defenses_section(
     model: nn.Module,
-    ds: ImageDataset,
+    ds: ImageData,
     config: SuiteConfig,
     *,
     train: Callable[[], ImageDataset],
-    show_progress: bool,
+    show_progress: bool | None,
     log: Log,
 ) -> dict[str, Any]:
     """:func:`audit_defense` of ``model`` behind each configured defense, one at a time."""
@@ -382,8 +396,8 @@ def defenses_section(
     from robustlens.evaluation.defense_audit import audit_defense
 
     dc, seed = config.defenses, config.seed
-    sub = ds.subset(min(dc.images, len(ds)), seed=seed)
-    dev = sub.x.device
+    sub = ds.subset(min(dc.images, len(ds)), seed=seed)  # streamed by audit_defense
+    dev = _device(sub, model)
     out: dict[str, Any] = {}
     for name in dc.names:
         log(f"defense audit: {name}")
@@ -410,20 +424,24 @@ def defenses_section(
 # --------------------------------------------------------------------------- the suite
 
 
+@progress_option
 def run_suite(
     model: nn.Module,
-    ds: ImageDataset,
+    ds: ImageData,
     config: SuiteConfig | None = None,
     *,
     train: Callable[[], ImageDataset] | None = None,
     out: str | Path | None = None,
     resume: bool = False,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     log: Log | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every enabled section on ``model`` and ``ds`` (the test split); see the module docstring.
 
     Args:
+        ds: an :class:`~robustlens.data.ImageDataset`, or an :class:`~robustlens.data.ImageFiles`
+            (``rl.data.open_folder``) that every section reads batch by batch; a section keeps
+            in memory only the small samples its settings name (see ``docs/data.md``).
         config: the suite's settings (default: :class:`SuiteConfig` defaults).
         train: returns the training split when a section needs it (quilting's database).
         out: folder for the finished sections, their images (``out/images/``) and the white-box
@@ -465,7 +483,9 @@ def run_suite(
         "clean",
         {},
         f"clean accuracy on {len(ds)} images",
-        lambda: clean_accuracy(model, ds, show_progress=show_progress).to_dict(),
+        lambda: clean_accuracy(
+            model, ds, show_progress=show_progress, out=store.work("clean", {})
+        ).to_dict(),
     )
     if cfg.whitebox.enabled:
         wb_settings = asdict(cfg.whitebox) | {"data": attacked}
@@ -498,7 +518,7 @@ def run_suite(
                 model,
                 attack_ds,
                 cfg,
-                train=train or (lambda: ds),
+                train=train or (lambda: in_memory(ds)),
                 show_progress=show_progress,
                 log=say,
             ),
@@ -520,7 +540,7 @@ def run_suite(
     return sections
 
 
-def _one_per_class(ds: ImageDataset, count: int, seed: int) -> Tensor:
+def _one_per_class(ds: ImageData, count: int, seed: int) -> Tensor:
     """Indices of ``count`` images of ``ds``: one per class in class order first, then the rest."""
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
     y = ds.y.cpu()[perm]
@@ -533,14 +553,16 @@ def _one_per_class(ds: ImageDataset, count: int, seed: int) -> Tensor:
     return order[:count]
 
 
-def explanations_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig) -> dict[str, Any]:
-    """LIME on a few test images (one per class first), each with its deletion and insertion AUC;
+def explanations_section(model: nn.Module, ds: ImageData, config: SuiteConfig) -> dict[str, Any]:
+    """LIME on a few test images (one per class first), each explaining the model's prediction,
+    with its deletion and insertion AUC, the deletion AUC of random orders and its trust flags;
     top-k stability across seeds on the first image."""
     from robustlens.explain import Lime, faithfulness, stability
 
     ec, seed = config.explanations, config.seed
-    idx = _one_per_class(ds, min(ec.images, len(ds)), seed).to(ds.x.device)
-    x, y = ds.x[idx], ds.y[idx]
+    idx = _one_per_class(ds, min(ec.images, len(ds)), seed)
+    shown, kept = in_memory(ds[idx], with_index=True)  # decodes only these images
+    idx, x, y = idx[kept], shown.x, shown.y
     lime = Lime(
         samples=ec.samples,
         K=ec.K,
@@ -549,17 +571,21 @@ def explanations_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig
         seed=seed,
         class_names=ds.classes,
     )
-    exps = lime.explain_batch(model, x)
+    with warnings.catch_warnings():  # the flags go into the items, the report and the findings
+        warnings.filterwarnings("ignore", message="Lime: ", category=RuntimeWarning)
+        exps = lime.explain_batch(model, x)
     items = []
     for i, exp in zip(idx.tolist(), exps, strict=True):  # a handful of images
-        faith = faithfulness(model, exp)
+        faith = faithfulness(model, exp, seed=seed)  # with the random-order deletion baseline
         item = exp.to_dict(pixels="tensors")  # image and segments: stored as files
         item.update(
             index=i,
             label=ds.classes[int(ds.y[i])],
-            pred=ds.classes[exp.target],
+            pred=ds.classes[exp.prediction],
             deletion_auc=faith.deletion_auc,
             insertion_auc=faith.insertion_auc,
+            random_deletion_auc=faith.random_deletion_auc,
+            warnings=[*exp.warnings, *faith.warnings],  # the fit's flags, then deletion's
         )
         items.append(item)
     stab = None
@@ -580,7 +606,7 @@ def explanations_section(model: nn.Module, ds: ImageDataset, config: SuiteConfig
 
 def bias_section(
     model: nn.Module,
-    ds: ImageDataset,
+    ds: ImageData,
     config: SuiteConfig,
     *,
     load_model: Callable[[str], nn.Module] | None = None,
@@ -603,7 +629,7 @@ def bias_section(
         if load_model is None:
             from robustlens.models import load
 
-            ref = load(bc.baseline, device=ds.x.device).module
+            ref = load(bc.baseline, device=_device(ds, model)).module
         else:
             ref = load_model(bc.baseline)
         baseline = bias.corruption_robustness(ref, sub, severities=bc.severities, seed=seed)
@@ -611,35 +637,50 @@ def bias_section(
         model, sub, severities=bc.severities, baseline=baseline, seed=seed
     )
     out["corruptions"] = {**corr.to_dict(), "baseline": bc.baseline or None}
-    noise_n = min(len(sub), 200)
-    rva = bias.random_vs_adversarial(model, sub.x[:noise_n], sub.y[:noise_n], seed=seed)
+    noise = in_memory(sub[: min(len(sub), 200)])
+    noise_n = len(noise)
+    rva = bias.random_vs_adversarial(model, noise.x, noise.y, seed=seed)
     out["random_vs_adversarial"] = {**rva.to_dict(), "n": noise_n}
     if bc.ambiguous:
         amb = bias.ambiguous(model, ds, k=bc.ambiguous)
         items = amb.to_dict()
         for item in items:
-            item["image"] = ds.x[item["index"]].cpu()  # a tensor: stored as a file
+            item["image"] = ds[item["index"]][0].cpu()  # a tensor: stored as a file
         out["ambiguous"] = {"n": len(ds), "items": items}
     if bc.shape_bias:
         out.update(_shape_bias(model, ds, bc.shape_stimuli, seed, log))
     if bc.cue:
         log(f"reliance on a planted {bc.cue} cue")
-        rel = bias.cue_reliance(model, ds, kind=bc.cue, seed=seed)  # type: ignore[arg-type]
+        # The cue is planted in every image: streamed data gets the corruption sample's.
+        planted_on = ds if isinstance(ds, ImageDataset) else in_memory(sub)
+        rel = bias.cue_reliance(model, planted_on, kind=bc.cue, seed=seed)  # type: ignore[arg-type]
         out["cue_reliance"] = {"kind": bc.cue, "model": "audited model", **rel.to_dict()}
     if bc.superpixel_images:
         log(f"superpixel statistics over {bc.superpixel_images} images per class")
         lime = Lime(samples=bc.superpixel_samples, K=5, output="logits", hide="constant", seed=seed)
+        sp_ds, sp_mask, sp_data = ds, None, None
+        if bc.cue == "patch":  # the planted patch is a region to test: explain images that show it
+            from robustlens.data import cue_test_sets
+
+            on = ds if isinstance(ds, ImageDataset) else in_memory(sub)  # as cue_reliance's
+            aligned, _ = cue_test_sets(on, "patch", seed=seed)
+            sp_ds, sp_mask = aligned.dataset, bias.patch_mask(aligned)
+            sp_data = "test images with the planted patch of their class, its squares as the mask"
         stats = bias.superpixel_statistics(
-            model, ds, images_per_class=bc.superpixel_images, lime=lime, seed=seed
+            model, sp_ds, images_per_class=bc.superpixel_images, lime=lime, mask=sp_mask, seed=seed
         )
         out["superpixels"] = stats.to_dict(pixels="tensors")
+        if sp_data:
+            out["superpixels"]["data"] = sp_data
     if ds.classes == bias.FASHION_MNIST.classes:
-        pred = batched_logits(model, ds.x).argmax(1)
-        confusion, names = bias.FASHION_MNIST.confusion(pred, ds.y, level=1)
+        pred = predict(model, ds)
+        read = pred >= 0  # files that do not decode are left out
+        pred, labels = pred[read], ds.y.cpu()[read]
+        confusion, names = bias.FASHION_MNIST.confusion(pred, labels, level=1)
         out["hierarchy"] = {
             "levels": {
-                "classes": bias.FASHION_MNIST.accuracy(pred, ds.y),
-                "groups": bias.FASHION_MNIST.accuracy(pred, ds.y, level=1),
+                "classes": bias.FASHION_MNIST.accuracy(pred, labels),
+                "groups": bias.FASHION_MNIST.accuracy(pred, labels, level=1),
             },
             "groups": names,
             "confusion": confusion.tolist(),
@@ -647,7 +688,7 @@ def bias_section(
     return out
 
 
-def _shape_bias(model: nn.Module, ds: ImageDataset, n: int, seed: int, log: Log) -> dict[str, Any]:
+def _shape_bias(model: nn.Module, ds: ImageData, n: int, seed: int, log: Log) -> dict[str, Any]:
     """The Geirhos shape bias of ``model`` when it classifies the cue-conflict classes; otherwise
     the section is skipped with the reason (never another model's bias in its place)."""
     from robustlens.bias import shape_bias
@@ -663,5 +704,5 @@ def _shape_bias(model: nn.Module, ds: ImageDataset, n: int, seed: int, log: Log)
         log(f"shape bias {reason}")
         return {"shape_bias_note": {"note": reason}}
     log(f"shape bias of the audited model on {n} cue-conflict stimuli")
-    stimuli = cue_conflict(n, size=h, channels=c, seed=seed, device=ds.x.device)
+    stimuli = cue_conflict(n, size=h, channels=c, seed=seed, device=_device(ds, model))
     return {"shape_bias": {"audited model": shape_bias(model, stimuli).to_dict()}}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from robustlens.explain._solvers import LassoPath, WLSFit, lasso_path, weighted_least_squares
 from robustlens.explain.lime import (
+    MAX_GAP,
+    MIN_R2,
     Explanation,
     Lime,
     Samples,
@@ -20,6 +22,8 @@ from robustlens.explain.lime import (
     kernel_weights,
 )
 from robustlens.explain.metrics import (
+    DELETION_MARGIN,
+    RANDOM_ORDERS,
     Faithfulness,
     Stability,
     deletion_auc,
@@ -44,6 +48,10 @@ from robustlens.explain.segmentation import create as create_segmenter
 from robustlens.explain.segmentation import names as segmenters
 
 __all__ = [
+    "DELETION_MARGIN",
+    "MAX_GAP",
+    "MIN_R2",
+    "RANDOM_ORDERS",
     "SEGMENTERS",
     "Explanation",
     "Faithfulness",

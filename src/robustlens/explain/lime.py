@@ -34,7 +34,15 @@ gives ``w`` and ``b`` (see :mod:`robustlens.explain._solvers`).
   ``x`` (compare with ``model_output``, the model's value there).
 - warnings (``Explanation.warnings``): the path has fewer than ``K`` superpixels;
   ``ess < max(0.05 n, S + 1)``; the weighted standard deviation of the explained output over the
-  samples is below ``1e-3`` (a saturated output: explain logits or log-probabilities).
+  samples (``output_std``) is below :data:`FLAT_STD` = ``1e-3`` (a saturated output: explain
+  logits or log-probabilities). On an output that varies, two flags say the surrogate cannot be
+  trusted: its weighted ``r2`` is below :data:`MIN_R2` = 0.5 (it explains less than half of the
+  output's variation over the samples), or it is far from the model at the image itself,
+  ``|local_pred - model_output| > MAX_GAP * output_std`` with :data:`MAX_GAP` = 1 (an error at
+  ``x`` larger than the root mean square error of the constant that predicts the weighted mean
+  output for every sample). The third trust flag, a deletion
+  curve no better than random order (not 10% below its mean area), needs more model calls:
+  :attr:`robustlens.explain.Faithfulness.warnings`.
 
 Model calls run in chunks of ``batch_size`` on the model's device under :func:`inference_mode`;
 each chunk's masks are one gather ``Z[:, segments]``; a batch of images shares the chunks. With
@@ -66,7 +74,7 @@ from torch import Tensor, nn
 from robustlens import _filters
 from robustlens._checks import check_images, check_logits, check_model, model_device
 from robustlens._images import Pixels, as_pixels
-from robustlens._runtime import inference_mode
+from robustlens._runtime import inference_mode, progress
 from robustlens.errors import DTypeError, LabelError, ParameterError, ShapeError
 from robustlens.explain._solvers import LassoPath, lasso_path, weighted_least_squares
 from robustlens.explain.segmentation import (
@@ -80,6 +88,8 @@ from robustlens.explain.segmentation import (
 __all__ = [
     "ESS_FRACTION",
     "FLAT_STD",
+    "MAX_GAP",
+    "MIN_R2",
     "Explanation",
     "Lime",
     "Samples",
@@ -97,6 +107,12 @@ Output = Literal["probs", "logits", "log-probs"]
 ESS_FRACTION = 0.05
 #: A weighted standard deviation of the explained output below this triggers a warning.
 FLAT_STD = 1e-3
+#: A weighted R^2 of the surrogate below this triggers a warning (it explains less than half of
+#: the explained output's weighted variance over the samples).
+MIN_R2 = 0.5
+#: The surrogate at the image farther from the model than this many weighted standard deviations
+#: of the explained output over the samples triggers a warning.
+MAX_GAP = 1.0
 #: Default kernel widths.
 DEFAULT_SIGMA: dict[str, float] = {"image": 0.5, "binary": 0.25}
 
@@ -228,8 +244,10 @@ class Explanation:
 
     ``segments`` int64 ``(H, W)`` with ids ``0..S-1``; ``weights`` ``(S,)`` indexed by those ids
     (zero outside the ``K`` selected superpixels); ``intercept``; ``path`` the Lasso path from the
-    same sample set; ``r2``, ``ess``, ``local_pred`` and ``model_output`` (see the module
-    docstring); ``warnings``. ``top(k)`` is the pixel mask of the ``k`` largest positive weights.
+    same sample set; ``r2``, ``ess``, ``local_pred``, ``model_output`` and ``output_std`` (see the
+    module docstring); ``prediction`` the model's class at the image (``-1`` when unknown), so that
+    ``target == prediction`` says whether the prediction was explained; ``warnings``.
+    ``top(k)`` is the pixel mask of the ``k`` largest positive weights.
     """
 
     image: Tensor
@@ -252,6 +270,8 @@ class Explanation:
     seed: int = 0
     class_names: tuple[str, ...] | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    output_std: float = math.nan
+    prediction: int = -1
 
     # ------------------------------------------------------------------ views
     @property
@@ -262,9 +282,50 @@ class Explanation:
     @property
     def label(self) -> str:
         """The target's class name (its index when no names are known)."""
-        if self.class_names and 0 <= self.target < len(self.class_names):
-            return self.class_names[self.target]
-        return str(self.target)
+        return self.class_name(self.target)
+
+    def class_name(self, index: int) -> str:
+        """The name of class ``index`` (the index itself when no names are known)."""
+        if self.class_names and 0 <= index < len(self.class_names):
+            return self.class_names[index]
+        return str(index)
+
+    def explained_as(self, label: int | None = None) -> str:
+        """The explained class, and whether it is the model's prediction and the ``label``.
+
+        Example:
+            >>> e = Explanation.from_dict({"weights": [1.0], "intercept": 0.0, "target": 1,
+            ...     "K": 1, "path": {"alphas": [], "coefs": [], "sizes": [], "order": []},
+            ...     "r2": 1.0, "ess": 1.0, "local_pred": 1.0, "image": [[[0.0]]],
+            ...     "segments": [[0]], "class_names": ["cat", "dog"], "prediction": 1})
+            >>> print(e.explained_as(0))
+            dog (index 1): the model's prediction, not the label (cat)
+        """
+        bits = []
+        if self.prediction >= 0:
+            bits.append(
+                "the model's prediction"
+                if self.prediction == self.target
+                else f"not the model's prediction ({self.class_name(self.prediction)})"
+            )
+        if label is not None:
+            bits.append(
+                "the label" if label == self.target else f"not the label ({self.class_name(label)})"
+            )
+        return f"{self.label} (index {self.target})" + (": " + ", ".join(bits) if bits else "")
+
+    @property
+    def gap(self) -> float:
+        """``|local_pred - model_output|``: how far the surrogate is from the model at the image."""
+        return abs(self.local_pred - self.model_output)
+
+    @property
+    def relative_gap(self) -> float:
+        """:attr:`gap` in weighted standard deviations of the explained output over the samples
+        (``nan`` when unknown; flagged above :data:`MAX_GAP`)."""
+        if not self.output_std > 0:
+            return math.nan
+        return self.gap / self.output_std
 
     @property
     def selected(self) -> Tensor:
@@ -305,11 +366,24 @@ class Explanation:
 
     def format(self, k: int | None = None) -> str:
         """A few lines of text: class, top superpixels with weights, fit diagnostics, warnings."""
+        if self.prediction < 0:
+            which = ""
+        elif self.prediction == self.target:
+            which = ", the model's prediction"
+        else:
+            which = f", not the model's prediction ({self.class_name(self.prediction)})"
+        gap = f"surrogate {self.local_pred:.4f}"
+        if math.isfinite(self.relative_gap):
+            gap += (
+                f" (gap {self.gap:.4f} = {self.relative_gap:.2f} standard deviations of the "
+                f"{self.output} over the samples; flagged above {MAX_GAP:g})"
+            )
         lines = [
-            f"class {self.label} (target {self.target}): {self.output} "
-            f"{self.model_output:.4f} at the image, surrogate {self.local_pred:.4f}",
+            f"class {self.label} (index {self.target}{which}): {self.output} "
+            f"{self.model_output:.4f} at the image, {gap}",
             f"{self.num_segments} superpixels, {self.samples} samples, K={self.K}: "
-            f"r2 {self.r2:.4f}, ess {self.ess:.1f}, intercept {self.intercept:.4f}",
+            f"r2 {self.r2:.4f} (flagged below {MIN_R2:g}), ess {self.ess:.1f}, "
+            f"intercept {self.intercept:.4f}",
         ]
         ids = self.top_ids(k)
         lines.append(f"top {len(ids)} superpixels (id: weight):")
@@ -348,6 +422,8 @@ class Explanation:
             "samples": self.samples,
             "seed": self.seed,
             "warnings": list(self.warnings),
+            "output_std": self.output_std,
+            "prediction": self.prediction,
         }
 
     @classmethod
@@ -377,6 +453,8 @@ class Explanation:
             seed=int(d.get("seed", 0)),
             class_names=tuple(names) if names else None,
             warnings=tuple(d.get("warnings", ())),
+            output_std=float(d.get("output_std", math.nan)),
+            prediction=int(d.get("prediction", -1)),
         )
 
     def __repr__(self) -> str:
@@ -672,7 +750,12 @@ class Lime:
             num_classes = clean.shape[1]
             resolved = self._resolve_targets(targets, clean, num_classes)
             outs = torch.empty(n_img * n, num_classes, dtype=torch.float32, device=device)
-            for start in range(0, n_img * n, self.batch_size):
+            batches = progress(
+                range(0, n_img * n, self.batch_size),
+                desc=f"LIME: {n} samples x {n_img} images",
+                unit="batch",
+            )
+            for start in batches:
                 stop = min(start + self.batch_size, n_img * n)
                 rows = torch.arange(start, stop, device=device)
                 img = rows // n
@@ -782,6 +865,10 @@ class Lime:
                 f"{std:.2e} < {FLAT_STD:g}): the model is saturated here; explain "
                 "output='logits' or output='log-probs' instead"
             )
+        else:  # on a flat output R^2 and the gap measure noise: the warning above says so
+            notes += _fit_flags(
+                fit.r2, local_pred, float(f[0]), std, self.output, sigma=self.width, K=self.K
+            )
         for note in notes:
             _warnings.warn(f"Lime: {note}", RuntimeWarning, stacklevel=4)
 
@@ -821,7 +908,48 @@ class Lime:
             seed=self.seed,
             class_names=tuple(self.class_names) if self.class_names else None,
             warnings=tuple(notes),
+            output_std=std,
+            prediction=sam.prediction,
         )
+
+
+def _fit_flags(
+    r2: float,
+    local_pred: float,
+    model_output: float,
+    std: float,
+    output: str,
+    *,
+    sigma: float,
+    K: int,
+) -> list[str]:
+    """The surrogate's trust flags (module docstring): weighted R^2 below :data:`MIN_R2`, and the
+    surrogate at the image more than :data:`MAX_GAP` weighted standard deviations from the model.
+
+    Example:
+        >>> _fit_flags(0.9, 10.0, 10.5, 2.0, "logits", sigma=0.5, K=5)
+        []
+        >>> [f.split(":")[0] for f in _fit_flags(0.3, 7.7, 14.3, 4.0, "logits", sigma=0.5, K=5)]
+        ['weighted R2 0.30 is below 0.5', 'the surrogate is far from the model at the image']
+    """
+    flags = []
+    if r2 < MIN_R2:
+        flags.append(
+            f"weighted R2 {r2:.2f} is below {MIN_R2:g}: the linear surrogate explains less than "
+            f"half of the variation of the {output} over the samples, so its weights summarise "
+            f"the model poorly here; try more samples, a larger K than {K} or coarser superpixels"
+        )
+    gap = abs(local_pred - model_output)
+    if gap > MAX_GAP * std:
+        flags.append(
+            f"the surrogate is far from the model at the image: it gives {local_pred:.4g} where "
+            f"the model gives {model_output:.4g}, a gap of {gap / std:.2f} weighted standard "
+            f"deviations of the {output} over the samples (flagged above {MAX_GAP:g}); its "
+            f"weights describe the samples, not the image (its error there exceeds the typical "
+            f"error of predicting the mean output everywhere): try a larger K than {K}, or a "
+            f"narrower kernel (sigma below {sigma:g})"
+        )
+    return flags
 
 
 def _as_int(value: Any, name: str) -> int:

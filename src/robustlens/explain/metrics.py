@@ -6,8 +6,14 @@ superpixels are hidden one at a time in that order (from the image to the fully 
 insertion curve as they are put back one at a time into the hidden image. Both have ``S + 1``
 points at the fractions ``0, 1/S, ..., 1``; their areas (trapezoid rule) summarise them. A
 faithful explanation gives a **low deletion AUC** (removing what it points at destroys the
-prediction fast) and a **high insertion AUC**. All ``2 (S + 1)`` images are built with one gather
-and go through the model in one batched call (chunked by ``batch_size``).
+prediction fast) and a **high insertion AUC**. The same deletion curve for ``random_orders``
+random orders of the superpixels (default :data:`RANDOM_ORDERS` = 10, seeded) is the baseline:
+an explanation whose deletion AUC is not at least :data:`DELETION_MARGIN` (10%) below the random
+orders' mean AUC points at superpixels that matter no more than any others (or at a prediction so
+confident that hiding a few superpixels changes nothing), and :attr:`Faithfulness.warnings`
+flags it. All
+``(2 + R) (S + 1)`` images are built by one gather per chunk of ``batch_size`` and go through
+the model in batched calls.
 
 **Stability**: the same explainer with different seeds (different perturbation samples) should
 point at the same pixels; :func:`stability` reports the pairwise Jaccard index
@@ -26,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +46,8 @@ from robustlens.explain.lime import Explanation, Hide, Lime, hidden_image
 from robustlens.explain.segmentation import check_segments
 
 __all__ = [
+    "DELETION_MARGIN",
+    "RANDOM_ORDERS",
     "Faithfulness",
     "Stability",
     "deletion_auc",
@@ -50,16 +59,26 @@ __all__ = [
 ]
 
 
+#: Random superpixel orders whose deletion curves are the baseline of an explanation's.
+RANDOM_ORDERS = 10
+#: An explanation's deletion AUC must be at least this fraction below the random orders' mean,
+#: or it is flagged as no better than random order.
+DELETION_MARGIN = 0.1
+
+
 @dataclass(frozen=True, eq=False)
 class Faithfulness:
     """Deletion and insertion curves ``(S + 1,)`` of one explanation, and their areas.
 
-    ``order`` (S,) is the superpixel order used (decreasing weight, ties by id).
+    ``order`` (S,) is the superpixel order used (decreasing weight, ties by id);
+    ``random_deletion`` (R, S + 1) the deletion curves of ``R`` random orders (``None``: none
+    drawn).
     """
 
     deletion: Tensor
     insertion: Tensor
     order: Tensor
+    random_deletion: Tensor | None = None
 
     @property
     def fractions(self) -> Tensor:
@@ -77,14 +96,56 @@ class Faithfulness:
         """Area under the insertion curve (higher is more faithful)."""
         return float(torch.trapezoid(self.insertion.double(), self.fractions))
 
+    @property
+    def random_orders(self) -> int:
+        """The number of random orders drawn (0: none)."""
+        return 0 if self.random_deletion is None else len(self.random_deletion)
+
+    @property
+    def random_deletion_auc(self) -> float:
+        """Mean area under the deletion curves of the random orders (``nan`` without them)."""
+        if self.random_deletion is None or not len(self.random_deletion):
+            return math.nan
+        return float(torch.trapezoid(self.random_deletion.double(), self.fractions, dim=1).mean())
+
+    @property
+    def warnings(self) -> list[str]:
+        """The deletion flag: the explanation's deletion AUC is not at least
+        :data:`DELETION_MARGIN` below the random orders' mean (hiding its top superpixels first
+        costs the prediction no more than hiding any).
+
+        Example:
+            >>> f = Faithfulness(torch.tensor([1.0, 0.9, 0.8]), torch.tensor([0.0, 0.5, 1.0]),
+            ...                  torch.tensor([0, 1]), torch.tensor([[1.0, 0.5, 0.8]]))
+            >>> round(f.deletion_auc, 3), round(f.random_deletion_auc, 3), len(f.warnings)
+            (0.9, 0.7, 1)
+        """
+        rand = self.random_deletion_auc
+        if math.isnan(rand) or self.deletion_auc < (1 - DELETION_MARGIN) * rand:
+            return []
+        r = self.random_orders
+        return [
+            f"deletion AUC {self.deletion_auc:.3f} is no better than hiding the superpixels in "
+            f"random order ({rand:.3f}, the mean over {r} orders; flagged unless at least "
+            f"{DELETION_MARGIN:.0%} below it): the prediction survives losing the top "
+            "superpixels as well as losing any, so they are not what it depends on (or it is so "
+            "confident that a few superpixels change nothing); try another hidden image (hide=), "
+            "more samples or a larger K"
+        ]
+
     def to_dict(self) -> dict[str, object]:
-        """Plain lists and the two areas, JSON-ready."""
+        """Plain lists, the areas (the random orders' mean as ``random_deletion_auc``, ``None``
+        without them) and the warnings, JSON-ready."""
+        rand = self.random_deletion_auc
         return {
             "deletion": [float(v) for v in self.deletion.tolist()],
             "insertion": [float(v) for v in self.insertion.tolist()],
             "order": self.order.tolist(),
             "deletion_auc": self.deletion_auc,
             "insertion_auc": self.insertion_auc,
+            "random_deletion_auc": None if math.isnan(rand) else rand,
+            "random_orders": self.random_orders,
+            "warnings": self.warnings,
         }
 
 
@@ -97,11 +158,14 @@ def perturbation_curves(
     hidden: Tensor,
     *,
     batch_size: int = 256,
+    random_orders: int = RANDOM_ORDERS,
+    seed: int = 0,
 ) -> Faithfulness:
-    """Deletion and insertion curves for any superpixel weights (for instance another tool's).
+    """Deletion and insertion curves for any superpixel weights (for instance another tool's),
+    and the deletion curves of ``random_orders`` random orders (drawn with ``seed``).
 
     Shape: image (C, H, W), segments (H, W) with ids 0..S-1, weights (S,), hidden (C, H, W) ->
-    Faithfulness with curves (S + 1,).
+    Faithfulness with curves (S + 1,) and random_deletion (random_orders, S + 1).
     """
     check_model(model, where="perturbation_curves")
     x = check_images(
@@ -126,6 +190,10 @@ def perturbation_curves(
         raise ParameterError(
             f"perturbation_curves: 'batch_size' must be an int >= 1, got {batch_size!r}"
         )
+    if not isinstance(random_orders, int) or isinstance(random_orders, bool) or random_orders < 0:
+        raise ParameterError(
+            f"perturbation_curves: 'random_orders' must be an int >= 0, got {random_orders!r}"
+        )
     device = model_device(model) or x.device
     x = x.to(device)
     hid = hidden.to(device, x.dtype)[None]
@@ -134,12 +202,20 @@ def perturbation_curves(
     rank = torch.empty(s, dtype=torch.long)
     rank[order] = torch.arange(s)
     steps = torch.arange(s + 1)[:, None]
-    keep = torch.cat([rank[None, :] >= steps, rank[None, :] < steps]).to(device)  # (2(S+1), S)
-    masks = keep[:, seg].unsqueeze(1).to(x.dtype)  # one gather: (2(S+1), 1, H, W)
+    g = torch.Generator().manual_seed(seed)
+    # A random permutation of 0..S-1 is a random rank per superpixel.
+    shuffled = torch.argsort(torch.rand(random_orders, s, generator=g), dim=1)
+    keep = torch.cat(  # ((2 + R)(S+1), S): deletion, insertion, deletion in each random order
+        [
+            rank[None, :] >= steps,
+            rank[None, :] < steps,
+            (shuffled[:, None, :] >= steps).flatten(0, 1),
+        ]
+    ).to(device)
     probs = []
     with inference_mode(model), torch.no_grad():
-        for start in range(0, masks.shape[0], batch_size):
-            m = masks[start : start + batch_size]
+        for start in range(0, keep.shape[0], batch_size):
+            m = keep[start : start + batch_size][:, seg].unsqueeze(1).to(x.dtype)  # one gather
             z = torch.addcmul(hid, m, x - hid)
             logits = check_logits(model(z), len(m), where="perturbation_curves")
             if not 0 <= target < logits.shape[1]:
@@ -149,7 +225,12 @@ def perturbation_curves(
                 )
             probs.append(torch.softmax(logits.float(), dim=1)[:, target])
     p = torch.cat(probs).cpu()
-    return Faithfulness(deletion=p[: s + 1], insertion=p[s + 1 :], order=order)
+    return Faithfulness(
+        deletion=p[: s + 1],
+        insertion=p[s + 1 : 2 * (s + 1)],
+        order=order,
+        random_deletion=p[2 * (s + 1) :].view(random_orders, s + 1) if random_orders else None,
+    )
 
 
 def faithfulness(
@@ -159,8 +240,11 @@ def faithfulness(
     hide: Hide | None = None,
     fill: float = 0.0,
     batch_size: int = 256,
+    random_orders: int = RANDOM_ORDERS,
+    seed: int = 0,
 ) -> Faithfulness:
-    """Deletion and insertion curves of ``exp`` (see the module docstring).
+    """Deletion and insertion curves of ``exp``, with the deletion curves of ``random_orders``
+    random orders as the baseline (see the module docstring).
 
     Superpixels are hidden as the explanation hid them (``hide=None``) or, to compare explanations
     made with different settings on one footing, with ``hide="constant"`` (``fill``, Petsiuk et
@@ -168,7 +252,15 @@ def faithfulness(
     """
     hidden = exp.hidden if hide is None else hidden_image(exp.image, exp.segments, hide, fill=fill)
     return perturbation_curves(
-        model, exp.image, exp.segments, exp.weights, exp.target, hidden, batch_size=batch_size
+        model,
+        exp.image,
+        exp.segments,
+        exp.weights,
+        exp.target,
+        hidden,
+        batch_size=batch_size,
+        random_orders=random_orders,
+        seed=seed,
     )
 
 

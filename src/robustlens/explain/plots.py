@@ -22,10 +22,11 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from robustlens._plotting import legend_below
 from robustlens.errors import ParameterError
 from robustlens.explain.lime import Explanation
 
-__all__ = ["plot_explanation", "plot_path"]
+__all__ = ["label_points", "plot_explanation", "plot_path"]
 
 TOP_COLOUR = (1.0, 0.85, 0.0)  # yellow outlines of the top superpixels
 PATH_COLOURS = 10  # superpixels of the path drawn in colour (in order of entry); the rest grey
@@ -41,6 +42,34 @@ def _display(image: torch.Tensor) -> tuple[np.ndarray, str | None]:
 
 def _upsample(a: np.ndarray, f: int) -> np.ndarray:
     return np.repeat(np.repeat(a, f, axis=0), f, axis=1)
+
+
+def label_points(segments: np.ndarray, ids: list[int]) -> list[tuple[float, float]]:
+    """For each superpixel id, the ``(row, col)`` of its pixel farthest from its border (ties: the
+    one nearest its centroid): a label there lies inside the superpixel whatever its shape.
+
+    Example:
+        >>> seg = np.array([[0, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0]])
+        >>> int(seg[1, 2])  # where the L-shaped superpixel 0 has its centroid (0.86, 2.14)
+        1
+        >>> [int(seg[int(r), int(c)]) for r, c in label_points(seg, [0, 1])]
+        [0, 1]
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    out = []
+    grid = np.indices(segments.shape).astype(np.float64)
+    rows, cols = grid[0], grid[1]
+    for sid in ids:
+        inside = np.pad(segments == sid, 1)  # the image's edge counts as a border
+        depth = np.asarray(distance_transform_edt(inside))[1:-1, 1:-1]
+        cy, cx = rows[segments == sid].mean(), cols[segments == sid].mean()
+        score = depth - 1e-6 * np.hypot(rows - cy, cols - cx)
+        r, c = np.unravel_index(
+            int(np.argmax(np.where(segments == sid, score, -np.inf))), score.shape
+        )
+        out.append((float(r), float(c)))
+    return out
 
 
 def plot_explanation(exp: Explanation, k: int | None = None, *, width: float = 9.0) -> Figure:
@@ -77,17 +106,13 @@ def plot_explanation(exp: Explanation, k: int | None = None, *, width: float = 9
     ax_img.imshow(arr, cmap=cmap, vmin=0, vmax=1, extent=extent, interpolation="nearest")
     ax_img.imshow(overlay, extent=extent, interpolation="nearest")
     if len(top_ids):
-        # Rank labels at the superpixels' centroids (one index_add over pixels).
-        s = exp.num_segments
-        flat = exp.segments.cpu().flatten()
-        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        cnt = torch.bincount(flat, minlength=s).double()
-        cy = torch.zeros(s, dtype=torch.float64).index_add_(0, flat, ys.flatten().double()) / cnt
-        cx = torch.zeros(s, dtype=torch.float64).index_add_(0, flat, xs.flatten().double()) / cnt
-        for rank, sid in enumerate(top_ids.tolist(), start=1):
+        # Rank labels (the report's table lists the superpixels in this order) inside their
+        # superpixels: at the pixel farthest from the border, where a centroid could fall outside
+        # a curved superpixel, onto another one.
+        for rank, (cy, cx) in enumerate(label_points(seg, top_ids.tolist()), start=1):
             ax_img.text(
-                float(cx[sid]),
-                float(cy[sid]),
+                cx,
+                cy,
                 str(rank),
                 color="black",
                 ha="center",
@@ -156,5 +181,5 @@ def plot_path(exp: Explanation, *, width: float = 6.5) -> Figure:
     ax.set_ylabel(f"coefficient ({exp.output})")
     ax.set_title(f"explanation path, class {exp.label}", fontsize=10)
     if order:
-        ax.legend(fontsize=7, ncol=2, title="superpixel", title_fontsize=7, loc="best")
+        legend_below(fig, ax, title="superpixel (the coloured lines, in order of entry)")
     return fig

@@ -38,6 +38,7 @@ import importlib.util
 import math
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -370,7 +371,9 @@ def _file_model(
     if fmt == "torchscript":
         _no_extras(spec, weights=weights, arch=arch)
         try:
-            net = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice is for authors
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(str(path), map_location="cpu")
         except (RuntimeError, OSError) as exc:
             raise CheckpointError(f"{path}: cannot read this TorchScript archive: {exc}") from exc
         return LoadedModel(

@@ -13,9 +13,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "Block",
@@ -114,12 +116,48 @@ def _align(text: str) -> str:
 
 @dataclass(frozen=True)
 class Image:
-    """A figure embedded as a ``data:image/png;base64,...`` URI, with alt text and a caption."""
+    """A figure embedded as a ``data:image/png;base64,...`` URI, with alt text and a caption.
+
+    ``width`` and ``height`` are the PNG's pixels and ``min_width`` the narrowest the page may
+    draw it with its text still readable (:func:`robustlens.report.figures.readable_width`), both
+    read from the layout the report's figures store in their PNG (``None`` for other images).
+    """
 
     uri: str
     alt: str
     caption: str = ""
     kind: ClassVar[str] = "image"
+
+    @functools.cached_property
+    def layout(self) -> dict[str, Any] | None:
+        from robustlens.report.figures import png_layout
+
+        try:
+            return png_layout(self.uri) if self.uri.startswith("data:image/png") else None
+        except (ValueError, KeyError, struct.error):  # not a PNG we wrote: no layout
+            return None
+
+    @property
+    def width(self) -> int | None:
+        layout = self.layout
+        return int(layout["size"][0]) if layout and layout.get("size") else None
+
+    @property
+    def height(self) -> int | None:
+        layout = self.layout
+        return int(layout["size"][1]) if layout and layout.get("size") else None
+
+    @property
+    def min_width(self) -> int | None:
+        from robustlens.report.figures import readable_width
+
+        return readable_width(self.layout)
+
+    @property
+    def text_px(self) -> float | None:
+        """Height in pixels of the figure's smallest text at its natural size."""
+        layout = self.layout
+        return None if not layout or layout.get("text_px") is None else float(layout["text_px"])
 
 
 @dataclass(frozen=True)

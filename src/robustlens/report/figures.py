@@ -8,6 +8,14 @@ escapes ``$`` so a name is drawn as written, never parsed as mathtext.
 
 matplotlib is imported inside the functions: ``import robustlens`` does not pay for it.
 
+**Layout rules** (checked in a real browser by ``tests/test_report_browser.py``): a legend never
+sits on the plotted data (it goes below the axes, :func:`legend_below`); numbers written on a heat
+map are at least :data:`HEATMAP_FONT` points, in black or white, whichever contrasts more with
+their cell (:func:`text_colour`). Each PNG carries its layout (:func:`figure_layout`: the smallest
+text in pixels, the boxes of its axes and legends) in a ``tEXt`` chunk that :func:`png_layout`
+reads back; the report uses it to keep every figure wide enough for its text to stay readable
+(:data:`READABLE_TEXT_PX`) on a narrow screen (the figure scrolls instead of shrinking further).
+
 Example:
     >>> fig = curves_figure(
     ...     [{"label": "PGD", "budgets": [0.0, 0.1], "accuracy": [0.9, 0.2]}],
@@ -20,12 +28,15 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robustlens._plotting import legend_below
 from robustlens.errors import ParameterError, RangeError, ShapeError
 
 if TYPE_CHECKING:
@@ -33,21 +44,30 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "HEATMAP_FONT",
     "HUMAN_SHAPE_BIAS",
+    "LAYOUT_KEY",
+    "READABLE_TEXT_PX",
     "ambiguous_figure",
     "bars_figure",
     "confusion_figure",
+    "contrast",
     "corruption_figure",
     "curves_figure",
     "defense_figure",
+    "figure_layout",
     "figure_to_data_uri",
     "gallery_figure",
     "label",
+    "legend_below",
     "outline",
     "perturbation_image",
+    "png_layout",
+    "readable_width",
     "shape_bias_figure",
     "success_vs_queries_figure",
     "superpixel_examples_figure",
+    "text_colour",
     "to_image",
 ]
 
@@ -55,6 +75,13 @@ HUMAN_SHAPE_BIAS = 0.96
 """Shape bias of human observers on cue-conflict images (Geirhos et al. 2019, ICLR), about 0.96."""
 
 _TITLE_CHARS = 24
+
+#: Points of the numbers written on a heat map's cells (12.5 pixels at the report's 100 dpi).
+HEATMAP_FONT = 9.0
+#: Smallest height in CSS pixels that text inside a figure may shrink to on screen.
+READABLE_TEXT_PX = 8.0
+#: Keyword of the PNG ``tEXt`` chunk holding :func:`figure_layout`.
+LAYOUT_KEY = "robustlens:layout"
 
 
 def label(value: Any, limit: int | None = None) -> str:
@@ -76,8 +103,122 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _luminance(rgb: Sequence[float]) -> float:
+    """Relative luminance of an sRGB colour (WCAG 2)."""
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: Sequence[float], b: Sequence[float]) -> float:
+    """WCAG contrast ratio of two sRGB colours (1 to 21; 4.5 is the minimum for small text).
+
+    Example:
+        >>> round(contrast((0, 0, 0), (1, 1, 1)), 1)
+        21.0
+    """
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_colour(background: Sequence[float]) -> str:
+    """``"black"`` or ``"white"``, whichever contrasts more with ``background`` (sRGB in [0, 1]).
+
+    Example:
+        >>> text_colour((0.0, 0.4, 0.2)), text_colour((1.0, 1.0, 0.8))
+        ('white', 'black')
+    """
+    return (
+        "black" if contrast(background, (0, 0, 0)) >= contrast(background, (1, 1, 1)) else "white"
+    )
+
+
+def figure_layout(fig: Figure, *, dpi: int = 100) -> dict[str, Any]:
+    """Where things are in ``fig`` rendered at ``dpi``, in pixels from the image's top-left corner:
+    ``{"size": [w, h], "text_px": smallest text height, "axes": [[x0, y0, x1, y1], ...],
+    "legends": [[x0, y0, x1, y1], ...]}`` (axes without a frame, such as colour bars, included).
+
+    Example:
+        >>> fig = _figure(4, 3)
+        >>> ax = fig.add_subplot()
+        >>> _ = ax.plot([0, 1], [0, 1], label="a")
+        >>> legend_below(fig, ax)
+        >>> lay = figure_layout(fig)
+        >>> lay["size"], lay["legends"][0][1] > lay["axes"][0][3]   # the legend below the plot
+        ([400, 300], True)
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    fig.set_dpi(dpi)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+
+    def box(extent: Any) -> list[float]:
+        return [
+            round(float(extent.x0), 1),
+            round(float(height - extent.y1), 1),
+            round(float(extent.x1), 1),
+            round(float(height - extent.y0), 1),
+        ]
+
+    sizes = []
+    for t in fig.findobj(Text):
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        e = t.get_window_extent(renderer)
+        if e.x1 < 0 or e.y1 < 0 or e.x0 > width or e.y0 > height:  # a tick label off the plot
+            continue
+        sizes.append(float(t.get_fontsize()) * dpi / 72)
+    legends = list(fig.legends) + [lg for a in fig.axes if (lg := a.get_legend()) is not None]
+    return {
+        "size": [round(width), round(height)],
+        "text_px": round(min(sizes), 2) if sizes else None,
+        "axes": [box(a.get_window_extent(renderer)) for a in fig.axes if a.get_visible()],
+        "legends": [box(lg.get_window_extent(renderer)) for lg in legends],
+    }
+
+
+def png_layout(png: bytes | str) -> dict[str, Any] | None:
+    """The :func:`figure_layout` stored in a PNG (its bytes or a ``data:`` URI), else ``None``.
+
+    Example:
+        >>> png_layout(figure_to_data_uri(_figure(1, 1)))["size"]
+        [100, 100]
+    """
+    data = base64.b64decode(png.split(",", 1)[1]) if isinstance(png, str) else png
+    pos = 8  # after the signature
+    key = LAYOUT_KEY.encode("latin-1") + b"\0"
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"tEXt" and body.startswith(key):
+            layout: dict[str, Any] = json.loads(body[len(key) :].decode("latin-1"))
+            return layout
+        if kind in (b"IDAT", b"IEND"):
+            return None  # matplotlib writes its text chunks before the pixels
+        pos += 12 + length
+    return None
+
+
+def readable_width(layout: Mapping[str, Any] | None) -> int | None:
+    """The narrowest on-screen width (CSS pixels) at which the figure's smallest text is still
+    :data:`READABLE_TEXT_PX` high: the figure scrolls rather than shrink below it.
+
+    Example:
+        >>> readable_width({"size": [600, 380], "text_px": 11.1})
+        433
+    """
+    if not layout or not layout.get("text_px") or not layout.get("size"):
+        return None
+    width = int(layout["size"][0])
+    return min(width, math.ceil(width * READABLE_TEXT_PX / float(layout["text_px"])))
+
+
 def figure_to_data_uri(fig: Figure, *, dpi: int = 100) -> str:
     """Render ``fig`` to PNG and return it as a ``data:`` URI; the figure is closed afterwards.
+    The PNG carries :func:`figure_layout` (see :func:`png_layout`).
 
     Example:
         >>> from matplotlib.figure import Figure
@@ -86,10 +227,12 @@ def figure_to_data_uri(fig: Figure, *, dpi: int = 100) -> str:
         True
     """
     buf = io.BytesIO()
+    from_pyplot = getattr(fig.canvas, "manager", None) is not None
     try:
-        fig.savefig(buf, format="png", dpi=dpi)
+        layout = json.dumps(figure_layout(fig, dpi=dpi), separators=(",", ":"))
+        fig.savefig(buf, format="png", dpi=dpi, metadata={LAYOUT_KEY: layout})
     finally:
-        if getattr(fig.canvas, "manager", None) is not None:  # made by pyplot: release it
+        if from_pyplot:  # made by pyplot: release it
             import matplotlib.pyplot as plt
 
             plt.close(fig)
@@ -119,7 +262,7 @@ def confusion_figure(
         )
     rows = m.sum(axis=1, keepdims=True)
     frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    side = min(max(4.0, 0.5 * k + 2.5), 16.0)
+    side = min(max(4.0, 0.55 * k + 2.5), 16.0)
     fig = _figure(side + 1.0, side)
     ax = fig.add_subplot()
     im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -138,8 +281,8 @@ def confusion_figure(
                         f"{m[i, j]:g}",
                         ha="center",
                         va="center",
-                        fontsize=7,
-                        color="white" if frac[i, j] > 0.5 else "black",
+                        fontsize=HEATMAP_FONT,
+                        color=text_colour(tuple(im.to_rgba(frac[i, j]))),
                     )
     fig.colorbar(im, ax=ax, shrink=0.8, label=f"fraction of the true {label(what)}")
     return fig
@@ -176,8 +319,7 @@ def curves_figure(
     ax.set_ylabel("accuracy (%)")
     ax.set_title(label(title))
     ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=8)
+    legend_below(fig, ax)
     return fig
 
 
@@ -429,7 +571,7 @@ def success_vs_queries_figure(attacks: Mapping[str, Mapping[str, Any]]) -> Figur
     ax.set_title("Black-box attacks: success against queries")
     ax.grid(alpha=0.3)
     if drawn:
-        ax.legend(fontsize=8)
+        legend_below(fig, ax)
     return fig
 
 
@@ -474,14 +616,14 @@ def bars_figure(
             label=label(m),
             color=colours.get(m, f"C{j}"),
         )
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
     if single:
         ax.set_xticks(range(len(measures)), [label(m, 30) for m in measures], fontsize=8)
         ax.set_title(f"{label(title)}: {label(names[0], 40)}", fontsize=10)
     else:
         ax.set_xticks(range(len(names)), [label(n, 30) for n in names], fontsize=8)
         ax.set_title(label(title), fontsize=10)
-        ax.legend(fontsize=8)
+        legend_below(fig, ax)
     ax.set_ylim(0, 110)
     ax.set_ylabel(label(ylabel))
     ax.grid(axis="y", alpha=0.3)
@@ -508,7 +650,7 @@ def shape_bias_figure(scores: Mapping[str, float | None]) -> Figure:
     reference (:data:`HUMAN_SHAPE_BIAS`, Geirhos et al. 2019)."""
     names = [n for n, v in scores.items() if v is not None]
     values = [float(v) for v in scores.values() if v is not None]
-    fig = _figure(6.0, 1.4 + 0.45 * max(len(names), 1))
+    fig = _figure(6.0, 1.8 + 0.45 * max(len(names), 1))
     ax = fig.add_subplot()
     bars = ax.barh(range(len(names)), values, color="#4c72b0")
     ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
@@ -517,7 +659,7 @@ def shape_bias_figure(scores: Mapping[str, float | None]) -> Figure:
     ax.invert_yaxis()
     ax.set_xlim(0, 1.05)
     ax.set_xlabel("shape bias: fraction of shape decisions among shape-or-texture decisions")
-    ax.legend(fontsize=8, loc="lower right")
+    legend_below(fig, ax)
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -549,13 +691,21 @@ def corruption_figure(
     for i, n in enumerate(names):
         row = [np.nan if v is None else float(v) for v in accuracy[n]]
         m[i, : len(row)] = row
-    fig = _figure(2.8 + 0.8 * s, 1.2 + 0.38 * max(len(names), 1))
+    fig = _figure(2.8 + 0.8 * s, 1.2 + 0.4 * max(len(names), 1))
     ax = fig.add_subplot()
     im = ax.imshow(100 * m, cmap="RdYlGn", vmin=0.0, vmax=100.0, aspect="auto")
     for i in range(len(names)):
         for j in range(s):
             if not np.isnan(m[i, j]):
-                ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center", fontsize=7)
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * m[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=HEATMAP_FONT,
+                    color=text_colour(tuple(im.to_rgba(100 * m[i, j]))),
+                )
     ax.set_xticks(range(s), ticks or [str(j + 1) for j in range(s)])
     ax.set_yticks(range(len(names)), [label(n, 30) for n in names], fontsize=8)
     ax.set_xlabel("severity")

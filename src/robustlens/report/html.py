@@ -135,8 +135,11 @@ def build_page(results: Mapping[str, Any], *, root: str | Path | None = None) ->
         render_section(name, everything[name], section_id=_unique(name, taken)) for name in names
     )
     given = results.get("verdicts")
-    verdicts = read_verdicts(given) if given is not None else derive_verdicts(sections_in)
     model, data = results.get("model"), results.get("data")
+    audited = model if isinstance(model, str) else None  # findings are about this model only
+    verdicts = (
+        read_verdicts(given) if given is not None else derive_verdicts(sections_in, model=audited)
+    )
     heading = "robustlens audit" + (f": {text(model)}" if model is not None else "")
     subtitle = ", ".join(
         s

@@ -22,7 +22,7 @@ from robustlens._checks import (
     check_probability,
     check_same_device,
 )
-from robustlens._runtime import batched_logits, progress
+from robustlens._runtime import batched_logits, progress, progress_option
 from robustlens.data.dataset import ImageDataset
 from robustlens.training.augment import random_flip, random_shift
 
@@ -86,6 +86,7 @@ def channel_stats(ds: ImageDataset) -> tuple[list[float], list[float]]:
     return x.mean(1).tolist(), x.std(1).tolist()
 
 
+@progress_option
 def fit(
     model: nn.Module,
     train: ImageDataset,
@@ -95,7 +96,7 @@ def fit(
     perturb: Perturb | None = None,
     regularizer: Regularizer | None = None,
     epoch_end: EpochEnd | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place on ``train`` and return its history.

@@ -23,12 +23,17 @@ Expected schema (every key optional)::
       "cue_reliance": CUE or {model_name: CUE, ...},
       "superpixels": {                              # SuperpixelStats.to_dict()
         "k": int, "images_per_class": int, "target": "label" | "pred",
-        "min_ratio": float, "alpha": float,         # the flag rule (default 2 and 0.01)
+        "min_ratio": float, "alpha": float,         # the rule (default 2 and 0.01) ...
+        "tests": int, "foreground": float,          # ... p-values below alpha / tests
         "classes": {class: {"n_images": int, "n_top": int, "mask_overlap": float | null,
                             "attributes": {attribute: {value: {"class": float, "others": float,
-                                                               "all": float, "ratio": float,
-                                                               "p": float}}}}},
-        "flags": [str, ...],
+                                                               "all": float, "expected": float,
+                                                               "ratio": float, "p": float,
+                                                               "excess": float,
+                                                               "p_shape": float}}}}},
+        "flags": [str, ...],                        # warnings
+        "notes": [str, ...],
+        "data": str,                                # optional: which images were explained
         "examples": {class: [{"image": IMAGE, "top": MASK}, ...]}
       },
       "ambiguous": {"n": int, "items": [{"index": int, "classes": [top, second],
@@ -60,10 +65,13 @@ Rendered as:
 * random against adversarial noise: bars (clean, random noise, adversarial noise of the same
   norm), a table and the lecture's point in a sentence (the adversarial noise is not random);
 * cue reliance: bars (no cue, cue aligned with the label, cue naming another class) and a table;
-* superpixel statistics: the flags as warnings, a table per class (images, top superpixels, mask
-  overlap), a table of the over-represented attribute values (ratio at least ``min_ratio`` and p
-  below ``alpha``, the rule of the producer's flags; :data:`OVER_RATIO` and :data:`OVER_P` when
-  the results do not say) and the examples with their top superpixels outlined;
+* superpixel statistics: the rule with its thresholds, the warnings (the mask's region beyond the
+  class's own objects), the notes (other values beyond the class's objects and unlike the other
+  classes), a table per class (images, top superpixels, mask overlap, warnings, notes), a table
+  of the warnings and notes with their shares, ratios and p-values (:func:`finding_kind`, the
+  producer's rule; :data:`OVER_RATIO` and :data:`OVER_P` when the results do not say; older
+  results without ``p_shape`` are read with :func:`over_represented`) and the examples with their
+  top superpixels outlined;
 * ambiguous images: a gallery titled ``top (p1) / second (p2)`` with the true label (the
   lecture's "guess the class"), and its table;
 * hierarchy: accuracy per level with the share of mistakes that stay inside a group, the group
@@ -121,6 +129,7 @@ __all__ = [
     "RANDOM_GAP",
     "TITLE",
     "cue_rows",
+    "finding_kind",
     "over_represented",
     "render",
     "shape_bias_note",
@@ -205,9 +214,13 @@ _SUPERPIXEL_KEYS = {
     "target",
     "min_ratio",
     "alpha",
+    "tests",
+    "foreground",
     "classes",
     "flags",
+    "notes",
     "examples",
+    "data",
 }
 _AMBIGUOUS_ITEM_KEYS = {"index", "classes", "probs", "label", "image"}
 _HIERARCHY_KEYS = {"levels", "groups", "confusion", "n"}
@@ -479,7 +492,8 @@ def _random_vs_adversarial(value: Mapping[str, Any]) -> list[Block]:
     if adv is not None and rand is not None:
         sentence += (
             f" Accuracy is {pct(rand)} under the random noise and {pct(adv)} under the "
-            f"adversarial noise (clean: {pct(clean)})."
+            f"adversarial noise (clean: {pct(clean)}"
+            + (f" on these {num(value['n'])} images)." if "n" in value else ").")
         )
     blocks.append(Paragraph(sentence))
     if adv is not None and rand is not None:
@@ -666,8 +680,9 @@ def over_represented(
     row: Mapping[str, Any], *, min_ratio: float = OVER_RATIO, alpha: float = OVER_P
 ) -> bool:
     """Whether one attribute value's statistics ``{"class", "others", "ratio", "p"}`` meet the
-    flag rule of :func:`robustlens.bias.superpixel_statistics`: ``ratio >= min_ratio`` and
-    ``p < alpha`` (a missing ratio with ``others == 0`` counts as infinite).
+    rule of older results of :func:`robustlens.bias.superpixel_statistics` (no ``p_shape``):
+    ``ratio >= min_ratio`` and ``p < alpha`` (a missing ratio with ``others == 0`` counts as
+    infinite). Current results use :func:`finding_kind`.
 
     Example:
         >>> over_represented({"class": 0.6, "others": 0.1, "ratio": 6.0, "p": 1e-5})
@@ -684,11 +699,48 @@ def over_represented(
     return ratio is not None and p is not None and ratio >= min_ratio and p < alpha
 
 
+def finding_kind(
+    attribute: str,
+    value: str,
+    row: Mapping[str, Any],
+    *,
+    min_ratio: float = OVER_RATIO,
+    level: float = OVER_P,
+) -> str | None:
+    """``"warning"``, ``"note"`` or ``None`` for one attribute value of a class, by the rule of
+    :func:`robustlens.bias.superpixel_statistics` (``level`` is ``alpha / tests``): beyond the
+    class's own objects means ``excess >= min_ratio`` and ``p_shape < level``; the mask's
+    ``inside`` beyond them is a warning; any other value beyond them and unlike the other classes
+    (``ratio >= min_ratio`` and ``p < level``) is a note. Rows without ``p_shape`` (older
+    results) follow :func:`over_represented` and count as notes.
+
+    Example:
+        >>> row = {"class": 0.3, "others": 0.25, "ratio": 1.2, "p": 0.2, "excess": 7.4,
+        ...        "p_shape": 1e-20, "expected": 0.04}
+        >>> finding_kind("mask", "inside", row), finding_kind("position", "top-left", row)
+        ('warning', None)
+        >>> finding_kind("position", "top-left", {**row, "ratio": 3.0, "p": 1e-9})
+        'note'
+    """
+    p_shape = as_float(row.get("p_shape"))
+    if p_shape is None:
+        old = over_represented(row, min_ratio=min_ratio, alpha=level)
+        return "note" if old else None
+    excess = as_float(row.get("excess"))
+    share = as_float(row.get("class"))
+    beyond = bool(share) and excess is not None and excess >= min_ratio and p_shape < level
+    if not beyond:
+        return None
+    if attribute == "mask":
+        return "warning" if value == "inside" else None
+    return "note" if over_represented(row, min_ratio=min_ratio, alpha=level) else None
+
+
 def _attribute_rows(
-    classes: Mapping[str, Any], min_ratio: float, alpha: float, with_all: bool
+    classes: Mapping[str, Any], min_ratio: float, level: float, with_all: bool, shuffled: bool
 ) -> list[list[str]]:
-    """The over-represented values as table rows, class by class, most significant first (by
-    ``p``, then by decreasing ratio, as the producer orders its flags)."""
+    """The warnings and notes as table rows, class by class, most significant first (by
+    ``p_shape``, then ``p``, as the producer orders its findings)."""
     out = []
     for cls, c in classes.items():
         found = []
@@ -706,20 +758,26 @@ def _attribute_rows(
                         f"report: {where}[{val!r}] must be {{class, others, ratio, p}}, got "
                         f"{row!r:.60}"
                     )
-                if not over_represented(row, min_ratio=min_ratio, alpha=alpha):
+                kind = finding_kind(str(attr), str(val), row, min_ratio=min_ratio, level=level)
+                if kind is None:
                     continue
                 ratio, p = as_float(row.get("ratio")), as_float(row.get("p"))
+                p_shape = as_float(row.get("p_shape"))
                 cells = [
                     str(cls),
+                    kind,
                     str(attr),
                     str(val),
                     pct(row.get("class")),
                     pct(row.get("others")),
                     *([pct(row.get("all"))] if with_all else []),
+                    *([pct(row.get("expected"))] if shuffled else []),
                     "inf" if ratio is None else num(ratio, 3),
                     num(p, 2),
+                    *([num(as_float(row.get("excess")), 3), num(p_shape, 2)] if shuffled else []),
                 ]
-                found.append((p, -(math.inf if ratio is None else ratio), cells))
+                key = (p_shape if p_shape is not None else p, p)
+                found.append((key, -(math.inf if ratio is None else ratio), cells))
         out += [cells for *_, cells in sorted(found, key=lambda t: (t[0], t[1]))]
     return out
 
@@ -730,6 +788,8 @@ def _superpixels(value: Mapping[str, Any]) -> list[Block]:
     alpha = as_float(value.get("alpha"))
     min_ratio = OVER_RATIO if min_ratio is None else min_ratio
     alpha = OVER_P if alpha is None else alpha
+    tests = as_float(value.get("tests"))
+    level = alpha / tests if tests else alpha
     bits = []
     if "images_per_class" in value:
         by = {"label": "their label", "pred": "the model's prediction"}
@@ -741,25 +801,68 @@ def _superpixels(value: Mapping[str, Any]) -> list[Block]:
         bits.append(f"up to {num(value['images_per_class'])} images per class{chosen}")
     if "k" in value:
         bits.append(f"the top {num(value['k'])} superpixels of each")
-    blocks: list[Block] = [
-        Heading("Superpixel statistics over a class", id="bias-superpixels"),
-        Paragraph(
-            "LIME explains many images of each class"
-            + (f" ({'; '.join(bits)})" if bits else "")
-            + ". Each top superpixel is described by simple attributes (position, brightness, "
-            "size, overlap with a mask) and their frequencies are compared with those of the "
-            "other classes' top superpixels. A value over-represented in one class (at least "
-            f"{min_ratio:g} times as frequent, p < {alpha:g}) points at what the model looks at "
-            "there: the object, or a spurious context (Stock and Cisse 2018)."
-        ),
-    ]
+    if value.get("data"):
+        bits.append(text(value["data"]))
+    intro = (
+        "LIME explains many images of each class"
+        + (f" ({'; '.join(bits)})" if bits else "")
+        + ". Each top superpixel is described by simple attributes (position, brightness, size, "
+        "overlap with a mask) and their frequencies are compared with those of the other "
+        "classes' top superpixels"
+    )
+    if tests:
+        fg = as_float(value.get("foreground"))
+        fg_text = f" (hiding them changes their pixels by at least {fg:g})" if fg else ""
+        blocks: list[Block] = [
+            Heading("Superpixel statistics over a class", id="bias-superpixels"),
+            Paragraph(
+                intro + " and with what the class's own objects offer: the shares expected if "
+                "each image's top superpixels were drawn at random from its foreground "
+                f"superpixels{fg_text} (Stock and Cisse 2018: the evidence is the object, or a "
+                "context the model learnt instead)."
+            ),
+            Paragraph(
+                f"Rule: a value counts beyond the class's objects when it is at least "
+                f"{min_ratio:g} times as frequent as expected (excess) with p_shape < {alpha:g} / "
+                f"{num(tests)} tests = {level:.1e} (Bonferroni: under the shuffle, a false "
+                f"finding anywhere in the run has a chance below {alpha:g}). A warning is the "
+                "mask's region beyond the class's objects: the model looks at the region you "
+                "named. A note is any other value beyond the class's objects that is also at "
+                f"least {min_ratio:g} times as frequent as in the other classes (p < "
+                f"{level:.1e}): where the class's evidence concentrates. A position alone cannot "
+                "tell a part of the object (a boot's heel) from a mark at a fixed place: look at "
+                "the examples, and test a suspected region by giving it as the mask."
+            ),
+        ]
+    else:  # older results: one comparison, with the other classes
+        blocks = [
+            Heading("Superpixel statistics over a class", id="bias-superpixels"),
+            Paragraph(
+                intro + ". A value over-represented in one class (at least "
+                f"{min_ratio:g} times as frequent, p < {alpha:g}) points at what the model looks "
+                "at there: the object, or a spurious context (Stock and Cisse 2018)."
+            ),
+        ]
     flags = value.get("flags") or []
-    if isinstance(flags, str) or not isinstance(flags, Sequence):
-        raise ParameterError(f"report: {where}.flags must be a list of strings, got {flags!r:.60}")
+    notes = value.get("notes") or []
+    for key, items in (("flags", flags), ("notes", notes)):
+        if isinstance(items, str) or not isinstance(items, Sequence):
+            raise ParameterError(
+                f"report: {where}.{key} must be a list of strings, got {items!r:.60}"
+            )
     if flags:
         blocks.append(Bullets.of([text(f) for f in flags], "warn"))
     elif "flags" in value:
-        blocks.append(Paragraph("No attribute value is flagged as over-represented.", cls="ok"))
+        said = (
+            "No warning: no class's top superpixels favour the masked region beyond what its "
+            "own objects explain."
+            if _has_mask(value)
+            else "No warning: no mask (a region to test as a cue) was given."
+        )
+        blocks.append(Paragraph(said, cls="ok"))
+    if notes:
+        blocks.append(Paragraph("Notes: where a class's evidence concentrates."))
+        blocks.append(Bullets.of([text(n) for n in notes]))
     classes = get_mapping(value, "classes", where) or {}
     for cls, c in classes.items():
         if not isinstance(c, Mapping):
@@ -767,20 +870,23 @@ def _superpixels(value: Mapping[str, Any]) -> list[Block]:
                 f"report: {where}.classes[{cls!r}] must be an object {{n_images, attributes, "
                 f"mask_overlap}}, got {c!r:.60}"
             )
-    with_all = any(
-        isinstance(row, Mapping) and "all" in row
+    rows_in = [
+        row
         for c in classes.values()
         for values in (c.get("attributes") or {}).values()
         if isinstance(values, Mapping)
         for row in values.values()
-    )
-    over = _attribute_rows(classes, min_ratio, alpha, with_all)
+        if isinstance(row, Mapping)
+    ]
+    with_all = any("all" in row for row in rows_in)
+    shuffled = any("p_shape" in row for row in rows_in)
+    found = _attribute_rows(classes, min_ratio, level if tests else alpha, with_all, shuffled)
     if classes:
         mask = any(c.get("mask_overlap") is not None for c in classes.values())
         n_top = any("n_top" in c for c in classes.values())
-        counts = {str(cls): 0 for cls in classes}
-        for r in over:
-            counts[r[0]] += 1
+        counts = {str(cls): [0, 0] for cls in classes}
+        for r in found:
+            counts[r[0]][0 if r[1] == "warning" else 1] += 1
         blocks.append(
             Table.of(
                 [
@@ -788,7 +894,8 @@ def _superpixels(value: Mapping[str, Any]) -> list[Block]:
                     "images",
                     *(["top superpixels"] if n_top else []),
                     *(["mask overlap of the top superpixels"] if mask else []),
-                    "over-represented values",
+                    "warnings",
+                    "notes",
                 ],
                 [
                     [
@@ -796,7 +903,8 @@ def _superpixels(value: Mapping[str, Any]) -> list[Block]:
                         num(c.get("n_images")),
                         *([num(c.get("n_top"))] if n_top else []),
                         *([pct(c.get("mask_overlap"))] if mask else []),
-                        str(counts[str(cls)]),
+                        str(counts[str(cls)][0]),
+                        str(counts[str(cls)][1]),
                     ]
                     for cls, c in classes.items()
                 ],
@@ -806,29 +914,37 @@ def _superpixels(value: Mapping[str, Any]) -> list[Block]:
                 else "Per class",
             )
         )
-    if over:
+    if found:
         blocks.append(
             Table.of(
                 [
                     "class",
+                    "kind",
                     "attribute",
                     "value",
                     "share in the class",
                     "share in the other classes",
                     *(["share among all its superpixels"] if with_all else []),
+                    *(["share expected from its objects"] if shuffled else []),
                     "ratio",
                     "p",
+                    *(["excess", "p_shape"] if shuffled else []),
                 ],
-                over,
-                caption=f"Over-represented attribute values of the top superpixels (ratio >= "
-                f"{min_ratio:g} and p < {alpha:g}), most significant first",
+                found,
+                caption="Warnings and notes among the attribute values of the top superpixels "
+                + (
+                    f"(ratios >= {min_ratio:g}, p-values < {level:.1e})"
+                    if tests
+                    else f"(ratio >= {min_ratio:g} and p < {alpha:g})"
+                )
+                + ", most significant first",
             )
         )
     elif classes:
         blocks.append(
             Paragraph(
-                f"No attribute value reaches a ratio of {min_ratio:g} with p < {alpha:g} in any "
-                "class."
+                "No attribute value of any class passes the rule"
+                + (f" (p-values < {level:.1e})." if tests else f" (p < {alpha:g}).")
             )
         )
     examples = get_mapping(value, "examples", where) or {}
@@ -846,6 +962,13 @@ def _superpixels(value: Mapping[str, Any]) -> list[Block]:
     if rest:
         blocks += render_value(rest, where)
     return blocks
+
+
+def _has_mask(value: Mapping[str, Any]) -> bool:
+    classes = value.get("classes")
+    return isinstance(classes, Mapping) and any(
+        isinstance(c, Mapping) and c.get("mask_overlap") is not None for c in classes.values()
+    )
 
 
 # --------------------------------------------------------------------------- labels

@@ -12,15 +12,23 @@ Expected schema::
 ``segments`` (H, W) (in ``results.json`` both are paths of PNG files beside it,
 ``"images/explanations/items-0-image.png"``, read by :func:`robustlens.report.build_page` before
 this renderer sees them), ``weights`` (S,), ``intercept``, ``target``, ``K``, ``path``, ``r2``,
-``ess``, ``local_pred``, ``warnings``, ...) plus what the audit adds: ``label`` (the true class
-name) and ``pred`` (the predicted class name), ``deletion_auc`` and ``insertion_auc``; any other
+``ess``, ``local_pred``, ``model_output``, ``output_std``, ``prediction``, ``warnings``, ...) plus
+what the audit adds: ``label`` (the true class name) and ``pred`` (the predicted class name),
+``deletion_auc``, ``insertion_auc`` and ``random_deletion_auc`` (the mean deletion AUC of random
+superpixel orders), its ``warnings`` holding the fit's flags and the deletion flag; any other
 scalar the audit adds to an item becomes a column of the table.
 
 The figures are ``robustlens.explain.plot_explanation(exp, k=K)`` and ``plot_path(exp)`` of
 ``Explanation.from_dict(item)`` (imported when the section is drawn).
 
-Rendered as: a sentence, a table (fit quality, faithfulness, top superpixels with their weights,
-number of warnings), then per image its two figures and its warnings.
+Rendered as: a sentence, the trust flags with their thresholds, a table (the explained class and
+whether it is the prediction or the label, fit quality, the gap between the surrogate and the
+model at the image, faithfulness against random order, top superpixels with their weights, number
+of warnings), then per image its two figures and its warnings.
+
+Example:
+    >>> explained_as({"target": 3, "prediction": 3, "class_names": list("abcd"), "label": "d"})
+    'd (the prediction and the label)'
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from robustlens.report.blocks import Block, Bullets, Heading, Image, Paragraph, 
 from robustlens.report.figures import figure_to_data_uri
 from robustlens.report.sections.generic import cell, is_scalar, render_value
 
-__all__ = ["TITLE", "render", "top_superpixels"]
+__all__ = ["TITLE", "explained_as", "render", "top_cell", "top_superpixels"]
 
 TITLE = "Explanations (LIME)"
 KEYS = frozenset({"samples", "K", "items", "stability", "seconds"})
@@ -65,6 +73,9 @@ _ITEM_KEYS = {  # shown in the table or the figures
     "hide_value",
     "samples",
     "seed",
+    "output_std",
+    "prediction",
+    "random_deletion_auc",
 }
 
 
@@ -82,6 +93,49 @@ def top_superpixels(weights: Any, k: int) -> list[tuple[int, float]]:
         )
     order = np.argsort(-w, kind="stable")[:k]
     return [(int(i), float(w[i])) for i in order if w[i] > 0]
+
+
+def top_cell(top: Sequence[tuple[int, float]]) -> str:
+    """The table's cell for :func:`top_superpixels`: each one's rank (the number written on it in
+    the figure), its id (as in the explanation path's legend) and its weight.
+
+    Example:
+        >>> top_cell([(22, 0.00011), (27, 8.7e-05)])
+        '1: #22 (+0.00011), 2: #27 (+8.7e-05)'
+    """
+    return ", ".join(f"{r}: #{s} ({w:+.2g})" for r, (s, w) in enumerate(top, start=1)) or "none"
+
+
+def explained_as(item: Mapping[str, Any]) -> str:
+    """The explained class's name and whether it is the model's prediction, the label, both or
+    neither (from ``target``, ``prediction``, ``class_names`` and ``label``)."""
+    target = item.get("target")
+    names = item.get("class_names") or []
+    if not isinstance(target, int) or isinstance(target, bool):
+        return text(target)
+    name = str(names[target]) if 0 <= target < len(names) else str(target)
+    roles = []
+    prediction = item.get("prediction")
+    pred_name = item.get("pred")
+    if (isinstance(prediction, int) and prediction >= 0 and prediction == target) or (
+        prediction is None and pred_name is not None and text(pred_name) == name
+    ):
+        roles.append("the prediction")
+    if item.get("label") is not None and text(item.get("label")) == name:
+        roles.append("the label")
+    said = " and ".join(roles) if roles else "neither the prediction nor the label"
+    return f"{name} ({said})"
+
+
+def _gap(item: Mapping[str, Any]) -> str:
+    """The surrogate's distance from the model at the image, in standard deviations of the
+    explained output over the samples."""
+    local, model, std = (
+        as_float(item.get(k)) for k in ("local_pred", "model_output", "output_std")
+    )
+    if local is None or model is None or not std:
+        return num(None)
+    return num(abs(local - model) / std, 3)
 
 
 def _figures(item: Mapping[str, Any], k: int, i: int) -> list[Image]:
@@ -106,11 +160,21 @@ def render(data: Mapping[str, Any]) -> tuple[list[Block], set[str]]:
         bits.append(f"{num(data['samples'])} perturbed samples each")
     if "K" in data:
         bits.append(f"top K = {num(data['K'])} superpixels")
+    from robustlens.explain import DELETION_MARGIN, MAX_GAP, MIN_R2, RANDOM_ORDERS
+
     blocks: list[Block] = [
         Paragraph(
             "LIME fits a sparse linear model on superpixels around each image (Ribeiro et al. "
             "2016): " + ", ".join(bits) + "."
-        )
+        ),
+        Paragraph(
+            "An explanation carries a warning when its surrogate cannot be trusted: a weighted "
+            f"R2 below {MIN_R2:g}; the surrogate at the image more than {MAX_GAP:g} standard "
+            "deviation(s) of the explained output (over the samples) away from the model "
+            f"there; or a deletion AUC not at least {DELETION_MARGIN:.0%} below the mean deletion "
+            f"AUC of {RANDOM_ORDERS} random superpixel orders (hiding its top superpixels first "
+            "costs the prediction no more than hiding any)."
+        ),
     ]
     stability = data.get("stability")
     if stability is not None and is_scalar(stability):
@@ -133,13 +197,15 @@ def render(data: Mapping[str, Any]) -> tuple[list[Block], set[str]]:
                 str(i + 1),
                 text(item.get("label")),
                 text(item.get("pred")),
-                cell(item.get("target")),
+                explained_as(item),
                 num(item.get("r2"), 3),
                 num(item.get("ess"), 4),
                 num(item.get("local_pred"), 3),
+                _gap(item),
                 num(item.get("deletion_auc"), 3),
+                num(item.get("random_deletion_auc"), 3),
                 num(item.get("insertion_auc"), 3),
-                ", ".join(f"{s} ({w:+.2g})" for s, w in top) or "none",
+                top_cell(top),
                 str(len(item.get("warnings") or [])),
                 *(cell(item.get(key)) for key in extra),
             ]
@@ -151,25 +217,30 @@ def render(data: Mapping[str, Any]) -> tuple[list[Block], set[str]]:
                     "image",
                     "true class",
                     "prediction",
-                    "target",
+                    "explained class",
                     "R2",
                     "ESS",
                     "local prediction",
+                    "gap at the image (std)",
                     "deletion AUC",
+                    "deletion AUC, random order",
                     "insertion AUC",
-                    "top superpixels (weight)",
+                    "top superpixels (rank: #id, weight)",
                     "warnings",
                     *(title(key) for key in extra),
                 ],
                 rows,
-                caption="Fit of the local model (R2, effective sample size) and faithfulness "
-                "(deletion AUC: lower is better; insertion AUC: higher is better)",
+                caption="Fit of the local model (R2, effective sample size, the surrogate's "
+                "distance from the model at the image in standard deviations of the output) and "
+                "faithfulness (deletion AUC: lower is better, and should be below random order's; "
+                "insertion AUC: higher is better)",
             )
         )
     for i, (item, k) in enumerate(zip(items, ks, strict=True)):
         blocks.append(
             Heading(
-                f"Image {i + 1}: {text(item.get('label'))}, predicted {text(item.get('pred'))}",
+                f"Image {i + 1}: {text(item.get('label'))}, predicted {text(item.get('pred'))}; "
+                f"explained: {explained_as(item)}",
                 level=4,
             )
         )
