@@ -438,3 +438,9 @@ def test_every_command_refuses_a_model_that_does_not_fit_the_data(
     err = capfd.readouterr().err
     assert "cannot take" in err and "--input-size" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_missing_data_names_the_cli_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--model", "fmnist-cnn", "--data", "cifar10", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "--data-root DIR" in err and "root=..." not in err

@@ -19,7 +19,13 @@ from typing import Any, NoReturn
 import torch
 
 from robustlens import __version__
-from robustlens.errors import LabelError, ParameterError, RobustLensError, UnknownNameError
+from robustlens.errors import (
+    DataNotFoundError,
+    LabelError,
+    ParameterError,
+    RobustLensError,
+    UnknownNameError,
+)
 
 __all__ = ["main"]
 
@@ -156,7 +162,10 @@ def _load_data(
                 f"{', stop at an unreadable file' if files.strict else ''})"
             )
         return files
-    ds = data.load(name, split=split, root=args.data_root)
+    try:
+        ds = data.load(name, split=split, root=args.data_root)
+    except DataNotFoundError as exc:  # the library says root=...; the flag is --data-root
+        raise DataNotFoundError(str(exc).replace("root=...", "--data-root DIR")) from None
     if limit is not None:
         ds = ds.subset(limit, seed=seed)
     c, h, w = ds.shape
