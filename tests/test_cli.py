@@ -70,9 +70,9 @@ def test_bad_usage_exits_2(
 def test_failed_run_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     assert main(["evaluate", "--model", str(tmp_path / "broken.pt"), "--data", "digits"]) == 1
-    assert "corrupt or truncated" in capsys.readouterr().err
+    assert "corrupt, truncated, or not written by torch.save" in capsys.readouterr().err
     assert main(["evaluate", "--model", "digits-cnn", "--data", "cifar10", "--quiet"]) == 1
-    assert "cifar10 needs root=" in capsys.readouterr().err
+    assert "cifar10 needs --data-root DIR" in capsys.readouterr().err
 
 
 def test_evaluate_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
