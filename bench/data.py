@@ -18,19 +18,21 @@ model on the same images with the same batch size and worker count:
 Every measurement runs in a fresh process, so its peak RSS (``ru_maxrss``, main process and,
 separately, the largest DataLoader worker) is its own. Models: ``resnet18`` is torchvision's
 ResNet-18 through ``rl.models.load("torchvision:resnet18")`` (mean/std inside, resize 256 and
-centre crop 224; random weights: nothing can be downloaded here, so accuracy is meaningless and
-only speed and memory are measured); ``tiny`` is a near-free model (average pooling and a linear
-layer to 1000 outputs) that makes the run data-bound: decoding is all there is to measure.
+centre crop 224; nothing can be downloaded here, so its backbone has seeded random weights and
+only its last layer is fitted, once and untimed, to the folder's three classes: the model then
+classifies the images and PGD has them to attack; accuracy says nothing about ResNet-18);
+``tiny`` is a near-free model (average pooling and a linear layer to 1000 outputs) that makes the
+run data-bound: decoding is all there is to measure.
 
 Run::
 
     python bench/data.py make --root /tmp/rl-jpegs --images 20000
     python bench/data.py run --root /tmp/rl-jpegs --model tiny --task clean \\
-        --sizes 1000 5000 20000 --floor-sizes 1000 5000 --json bench/results/data-tiny.json
+        --sizes 1000 5000 20000 --repeats 3 --workers 1 --json bench/results/data-tiny-clean.json
     python bench/data.py run --root /tmp/rl-jpegs --model resnet18 --task clean --sizes 256 \\
-        --json bench/results/data-resnet-clean.json
-    python bench/data.py run --root /tmp/rl-jpegs --model resnet18 --task pgd --sizes 16 \\
-        --batch-size 16 --json bench/results/data-resnet-pgd.json
+        --repeats 2 --workers 1 --json bench/results/data-resnet18-clean.json
+    python bench/data.py run --root /tmp/rl-jpegs --model resnet18 --task pgd --sizes 64 \\
+        --batch-size 32 --repeats 2 --workers 1 --json bench/results/data-resnet18-pgd.json
     python bench/data.py table bench/results/data-*.json
 """
 
@@ -101,7 +103,45 @@ def make(root: Path, images: int, seed: int, processes: int) -> None:
 # --------------------------------------------------------------------------- one measurement
 
 
-def _model(name: str) -> tuple[Any, Any]:
+def _head_path(root: str) -> Path:
+    return Path(root).parent / f"{Path(root).name}-resnet18-fc.pt"
+
+
+def fit_head(root: str, images: int = 96) -> None:
+    """Fit the last layer of the seeded random ResNet-18 to the folder's three classes (its
+    backbone stays random), so that the model classifies the images and PGD attacks them: with
+    random weights every image is already misclassified and an attack skips it. Cached beside
+    the folder; untimed."""
+    import torch
+
+    import robustlens as rl
+
+    path = _head_path(root)
+    if path.is_file():
+        return
+    torch.manual_seed(0)
+    loaded = rl.models.load("torchvision:resnet18")
+    net = loaded.module.eval()
+    files = rl.data.open_folder(root, layout="imagenet", preprocessing=loaded.preprocessing)
+    ds = rl.data.in_memory(files.subset(images, seed=1))
+    fc = net.model.fc if hasattr(net, "model") else net.fc  # Normalized wraps the network
+    captured: list[torch.Tensor] = []
+    hook = fc.register_forward_hook(lambda m, args, out: captured.append(args[0].detach()))
+    with torch.no_grad():
+        net(ds.x)
+    hook.remove()
+    features = captured[0]
+    opt = torch.optim.Adam(fc.parameters(), lr=0.01)
+    for _ in range(200):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(fc(features), ds.y).backward()
+        opt.step()
+    acc = float((fc(features).argmax(1) == ds.y).double().mean())
+    torch.save(fc.state_dict(), path)
+    print(f"fitted the ResNet-18's last layer on {len(ds)} images: accuracy {acc:.2f}")
+
+
+def _model(name: str, root: str) -> tuple[Any, Any]:
     import torch
     from torch import nn
 
@@ -111,7 +151,10 @@ def _model(name: str) -> tuple[Any, Any]:
     if name == "resnet18":
         torch.manual_seed(0)
         loaded = rl.models.load("torchvision:resnet18")
-        return loaded.module.eval(), loaded.preprocessing
+        net = loaded.module.eval()
+        fc = net.model.fc if hasattr(net, "model") else net.fc
+        fc.load_state_dict(torch.load(_head_path(root), weights_only=True))
+        return net, loaded.preprocessing
     if name == "tiny":
         torch.manual_seed(0)
         net = nn.Sequential(nn.AvgPool2d(28), nn.Flatten(), nn.Linear(3 * 8 * 8, 1000)).eval()
@@ -143,7 +186,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from robustlens.evaluation.checks import model_warnings
 
     torch.set_num_threads(spec["threads"])
-    model, pre = _model(spec["model"])
+    model, pre = _model(spec["model"], spec["root"])
     n, batch, workers = spec["n"], spec["batch_size"], spec["workers"]
     attack = PGD(eps=4 / 255, steps=10, seed=0)
     if spec["pipeline"] == "robustlens":
@@ -177,14 +220,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         idx = sample_indices(labels, 1000, n, seed=0).tolist()
         loader = DataLoader(Subset(folder, idx), batch_size=batch, num_workers=workers)
         hits = robust = images = 0
+        if spec["task"] == "pgd":  # the checks evaluate makes on its first 64 images
+            head = [folder[i] for i in idx[:64]]
+            x0 = torch.stack([im for im, _ in head])
+            model_warnings(model, x0, torch.tensor([lab for _, lab in head]))
         with inference_mode(model):
-            for k, (x, y) in enumerate(loader):
+            for x, y in loader:
                 if spec["task"] == "clean":
                     with torch.no_grad():
                         hits += int((model(x).argmax(1) == y).sum())
                 else:
-                    if k == 0:  # the checks evaluate makes on its first 64 images
-                        model_warnings(model, x[:64], y[:64])
                     with torch.no_grad():
                         correct = model(x).argmax(1) == y
                     res = attack(model, x, y)
@@ -225,61 +270,79 @@ def _machine() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.model == "resnet18":
+        fit_head(str(args.root))
     rows = []
     floor = set(args.floor_sizes if args.floor_sizes is not None else args.sizes)
     for n in args.sizes:
-        pipelines = ["torchvision", "robustlens"] if n in floor else ["robustlens"]
-        for pipeline in pipelines:
-            spec = {
-                "pipeline": pipeline,
-                "task": args.task,
-                "model": args.model,
-                "n": n,
-                "batch_size": args.batch_size,
-                "workers": args.workers,
-                "threads": args.threads,
-                "root": str(args.root),
-            }
-            out = subprocess.run(
-                [sys.executable, __file__, "measure", json.dumps(spec)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(
-                f"{pipeline:<12} {args.task:<5} {args.model:<8} n={n:<6} "
-                f"{row['images_per_s']:8.1f} img/s  peak RSS {row['peak_rss_mb']:7.1f} MB "
-                f"(largest worker {row['peak_worker_rss_mb']:.1f} MB)",
-                flush=True,
-            )
+        for repeat in range(args.repeats):
+            pipelines = ["torchvision", "robustlens"] if n in floor else ["robustlens"]
+            if repeat % 2:  # alternate the order, so that a drift in the machine's load is shared
+                pipelines.reverse()
+            for pipeline in pipelines:
+                rows.append(_one(args, pipeline, n, repeat))
     payload = {"machine": _machine(), "command": " ".join(sys.argv), "rows": rows}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def table(paths: list[str]) -> None:
-    print(
-        "| model | task | images | pipeline | images/s | vs floor | peak RSS, main | "
-        "largest worker | in memory would need |"
+def _one(args: argparse.Namespace, pipeline: str, n: int, repeat: int) -> dict[str, Any]:
+    """One measurement in a fresh process."""
+    spec = {
+        "pipeline": pipeline,
+        "task": args.task,
+        "model": args.model,
+        "n": n,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "threads": args.threads,
+        "root": str(args.root),
+    }
+    out = subprocess.run(
+        [sys.executable, __file__, "measure", json.dumps(spec)],
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|")
+    row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    row["repeat"] = repeat
+    row["load_average"] = round(os.getloadavg()[0], 2)
+    print(
+        f"{pipeline:<12} {args.task:<5} {args.model:<8} n={n:<6} "
+        f"{row['images_per_s']:8.1f} img/s  peak RSS {row['peak_rss_mb']:7.1f} MB "
+        f"(largest worker {row['peak_worker_rss_mb']:.1f} MB), load {row['load_average']}",
+        flush=True,
+    )
+    return row
+
+
+def table(paths: list[str]) -> None:
+    """Markdown rows: per model, task, size and pipeline, the median over repeats."""
+    import statistics
+
+    print(
+        "| model | task | images | pipeline | runs | images/s (median) | vs floor | "
+        "peak RSS, main | largest worker | in memory would need |"
+    )
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for path in paths:
         rows = json.loads(Path(path).read_text())["rows"]
-        floor = {
-            (r["task"], r["model"], r["n"]): r["images_per_s"]
-            for r in rows
-            if r["pipeline"] == "torchvision"
-        }
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         for r in rows:
-            f = floor.get((r["task"], r["model"], r["n"]))
-            ratio = f"{r['images_per_s'] / f:.2f}x" if f and r["pipeline"] == "robustlens" else ""
+            groups.setdefault((r["model"], r["task"], r["n"], r["pipeline"]), []).append(r)
+        speed = {k: statistics.median(r["images_per_s"] for r in g) for k, g in groups.items()}
+        for (model, task, n, pipeline), group in groups.items():
+            floor = speed.get((model, task, n, "torchvision"))
+            ratio = ""
+            if floor and pipeline == "robustlens":
+                ratio = f"{speed[model, task, n, pipeline] / floor:.2f}x"
             print(
-                f"| {r['model']} | {r['task']} | {r['n']} | {r['pipeline']} | "
-                f"{r['images_per_s']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} MB | "
-                f"{r['peak_worker_rss_mb']:.0f} MB | {r['in_memory_would_need_mb']:.0f} MB |"
+                f"| {model} | {task} | {n} | {pipeline} | {len(group)} | "
+                f"{speed[model, task, n, pipeline]:.1f} | {ratio} | "
+                f"{max(r['peak_rss_mb'] for r in group):.0f} MB | "
+                f"{max(r['peak_worker_rss_mb'] for r in group):.0f} MB | "
+                f"{group[0]['in_memory_would_need_mb']:.0f} MB |"
             )
 
 
@@ -302,6 +365,7 @@ def main() -> None:
     rn.add_argument("--batch-size", type=int, default=64)
     rn.add_argument("--workers", type=int, default=max(0, min(8, (os.cpu_count() or 1) - 1)))
     rn.add_argument("--threads", type=int, default=torch_threads())
+    rn.add_argument("--repeats", type=int, default=1, help="runs of each (order alternates)")
     rn.add_argument("--json", help="write the rows and the machine here")
     ms = sub.add_parser("measure", help="(internal) one measurement, JSON on stdout")
     ms.add_argument("spec")

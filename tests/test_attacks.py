@@ -124,6 +124,7 @@ def test_attack_in_forward_chunks_equals_one_batch(
     attack = ATTACKS.create(name, **CONFIGS[name])
     whole = attack(model, x, y)
     monkeypatch.setattr(rl._runtime, "CPU_CHUNK_ELEMENTS", 2 * C * H * W)  # two images a chunk
+    monkeypatch.setattr(rl._runtime, "CPU_CHUNK_MIN_IMAGES", 1)
     assert rl._runtime.chunk_size(x) == 2
     calls: list[int] = []
     hook = model.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))

@@ -10,6 +10,7 @@ workloads here draw every line they would draw in a long run.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,23 @@ def test_status_draws_an_eta_on_stderr_only_when_on(
     assert ticker.n == 4  # counted, not drawn
     assert [x for x in rt.progress(range(3), desc="silent", show=False)] == [0, 1, 2]
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_long_step_keeps_its_line_ticking(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A step longer than the delay: the line appears during it, and keeps being redrawn.
+    monkeypatch.setattr(rt, "PROGRESS_DELAY", 0.2)
+    monkeypatch.setattr(rt, "PROGRESS_REFRESH", 0.05)
+    seen = ""
+    with rt.status("one long step", 2, show=True) as ticker:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(lines(seen, "one long step")) < 3:
+            time.sleep(0.05)  # the step: no tick
+            seen += capsys.readouterr().err
+        ticker.tick(2)
+    assert len(lines(seen, "one long step")) >= 3, "the line was not redrawn while the step ran"
+    assert all("0/2 [" in line for line in lines(seen, "one long step"))  # drawn before any tick
 
 
 def test_progress_option_sets_the_scope_of_the_whole_call(
@@ -228,6 +246,7 @@ def test_run_suite_shows_every_long_step_and_nothing_when_quiet(
         "PGD(eps=0.1, steps=10) on ",
         "DeepFool on 6 images",
         "NES(eps=0.1, max_queries=100) on ",
+        "explanations: LIME on 1 images",
         "LIME: 40 samples x 1 images",
         "corruptions: ",
         "superpixel statistics: LIME on 10 images",

@@ -372,7 +372,7 @@ def test_cli_killed_then_resumed_equals_an_uninterrupted_run(
     ]
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "killed"
-    env = {**os.environ, "SLOW_AFTER": "40"}
+    env = {**os.environ, "SLOW_AFTER": "0"}
     command = [sys.executable, "-m", "robustlens", *argv, "--out", str(out)]
     proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     samples = out / "samples.csv"

@@ -29,6 +29,9 @@ import functools
 import inspect
 import os
 import sys
+import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -101,6 +104,8 @@ def inference_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 #: Input elements per forward chunk on the CPU (2**18: 334 Fashion-MNIST images, 85 CIFAR images).
 CPU_CHUNK_ELEMENTS = 1 << 18
+#: Fewest images per forward chunk on the CPU (large images: see :func:`chunk_size`).
+CPU_CHUNK_MIN_IMAGES = 64
 
 
 def chunk_size(x: Tensor) -> int:
@@ -109,16 +114,18 @@ def chunk_size(x: Tensor) -> int:
     On the CPU a forward pass over a large batch allocates activations of hundreds of megabytes,
     which the allocator maps fresh from the kernel (and page-faults in) at every call; chunks of
     about ``CPU_CHUNK_ELEMENTS`` input elements reuse memory and ran 1.5 to 2 times faster on the
-    zoo's Fashion-MNIST models (a rough measurement on a loaded 2-core machine). Accelerators
-    take the whole batch.
+    zoo's Fashion-MNIST models (a rough measurement on a loaded 2-core machine). A chunk never
+    holds fewer than ``CPU_CHUNK_MIN_IMAGES`` images: at ImageNet sizes the element budget alone
+    would send one image at a time, and a ResNet-18 at 224x224 ran 12 times slower on chunks of one
+    image than on chunks of 64 (``bench/data.py``). Accelerators take the whole batch.
 
     Example:
-        >>> chunk_size(torch.zeros(1000, 1, 28, 28))
-        334
+        >>> chunk_size(torch.zeros(1000, 1, 28, 28)), chunk_size(torch.zeros(100, 3, 224, 224))
+        (334, 64)
     """
     if x.device.type != "cpu" or x.ndim == 0:
         return max(1, len(x))
-    return max(1, CPU_CHUNK_ELEMENTS // max(1, x[0].numel()))
+    return max(1, CPU_CHUNK_MIN_IMAGES, CPU_CHUNK_ELEMENTS // max(1, x[0].numel()))
 
 
 def chunked_forward(model: nn.Module | Any, x: Tensor) -> Any:
@@ -180,6 +187,38 @@ PROGRESS_DELAY = 1.0
 #: Least seconds between two redraws of a line (a log file gets a line every half second, not
 #: one per step).
 PROGRESS_INTERVAL = 0.5
+#: Seconds between two redraws of every open line by the ticking thread, so that a line keeps
+#: counting its elapsed time (and appears after :data:`PROGRESS_DELAY`) while one step is long.
+PROGRESS_REFRESH = 1.0
+
+_OPEN: weakref.WeakSet[Any] = weakref.WeakSet()
+_TICKING: list[threading.Thread] = []
+_TICKING_LOCK = threading.Lock()
+
+
+def _tick_open_lines() -> None:
+    """Redraw every open line once its delay has passed (a daemon thread, one per process)."""
+    while True:
+        time.sleep(PROGRESS_REFRESH)
+        now = time.time()
+        for bar in list(_OPEN):
+            try:
+                # Under tqdm's lock: a line closed meanwhile is not drawn again after its clearing.
+                with bar.get_lock():
+                    if not bar.disable and now - bar.start_t >= bar.delay:
+                        bar.refresh(nolock=True)
+            except (AttributeError, ValueError, OSError):  # closed meanwhile, or its stream
+                continue
+
+
+def _start_ticking() -> None:
+    with _TICKING_LOCK:
+        if not _TICKING or not _TICKING[0].is_alive():
+            thread = threading.Thread(target=_tick_open_lines, name="robustlens-progress")
+            thread.daemon = True
+            thread.start()
+            _TICKING[:] = [thread]
+
 
 _BAR = (
     "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
@@ -265,7 +304,7 @@ def _bar(desc: str, total: int | None, unit: str, iterable: Iterable[Any] | None
         terminal = sys.stderr.isatty()
     except (AttributeError, ValueError):
         terminal = False
-    return tqdm(
+    bar = tqdm(
         iterable,
         desc=desc,
         total=total if known else None,
@@ -280,6 +319,9 @@ def _bar(desc: str, total: int | None, unit: str, iterable: Iterable[Any] | None
         miniters=1,  # redraws are limited by time only
         bar_format=_BAR if known else _COUNT,
     )
+    _OPEN.add(bar)
+    _start_ticking()
+    return bar
 
 
 def progress(

@@ -1141,7 +1141,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(au)
     au.add_argument("--data", help="data set name or folder (default: the model's own)")
     au.add_argument(
-        "--quick", action="store_true", help="small samples: the whole suite in under 3 minutes"
+        "--quick",
+        action="store_true",
+        help="small samples: about 3 minutes on 2 CPU cores (the full suite: about 8)",
     )
     au.add_argument("--config", metavar="TOML", help="suite file: sections, budgets, data sizes")
     au.add_argument(

@@ -28,7 +28,7 @@ def sample_indices(
     Example:
         >>> import torch
         >>> sample_indices(torch.tensor([0, 0, 0, 0, 1, 1]), 2, 4, seed=0).tolist()
-        [0, 2, 4, 5]
+        [2, 3, 4, 5]
     """
     if n >= len(y):
         return torch.arange(len(y))

@@ -295,7 +295,8 @@ class SuiteConfig:
 
     @classmethod
     def quick(cls) -> SuiteConfig:
-        """Small samples everywhere: the whole suite in under three minutes on two CPU cores."""
+        """Small samples everywhere: the whole suite in about three minutes on two CPU cores (the
+        defaults: about eight; see ``docs/audit.md``, "What a run costs")."""
         return cls.from_dict(QUICK)
 
     @classmethod

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlens._images import image_refs, save_images
-from robustlens._runtime import batched_logits, progress_option
+from robustlens._runtime import batched_logits, progress_option, status
 from robustlens.attacks import FGSM, IFGSM, PGD, CarliniWagner, DeepFool, Ensemble
 from robustlens.attacks.base import Attack, AttackResult
 from robustlens.blackbox import NES, Oracle
@@ -571,27 +571,34 @@ def explanations_section(model: nn.Module, ds: ImageData, config: SuiteConfig) -
         seed=seed,
         class_names=ds.classes,
     )
-    with warnings.catch_warnings():  # the flags go into the items, the report and the findings
-        warnings.filterwarnings("ignore", message="Lime: ", category=RuntimeWarning)
-        exps = lime.explain_batch(model, x)
+    n_stab = ec.stability_seeds if ec.stability_seeds >= 2 and len(x) else 0
     items = []
-    for i, exp in zip(idx.tolist(), exps, strict=True):  # a handful of images
-        faith = faithfulness(model, exp, seed=seed)  # with the random-order deletion baseline
-        item = exp.to_dict(pixels="tensors")  # image and segments: stored as files
-        item.update(
-            index=i,
-            label=ds.classes[int(ds.y[i])],
-            pred=ds.classes[exp.prediction],
-            deletion_auc=faith.deletion_auc,
-            insertion_auc=faith.insertion_auc,
-            random_deletion_auc=faith.random_deletion_auc,
-            warnings=[*exp.warnings, *faith.warnings],  # the fit's flags, then deletion's
-        )
-        items.append(item)
     stab = None
-    if ec.stability_seeds >= 2 and len(x):
-        seeds = tuple(range(seed, seed + ec.stability_seeds))
-        stab = stability(lime, model, x[0], seeds=seeds).mean
+    # One line over the section (explanations, faithfulness, stability), LIME's own below it.
+    desc = f"explanations: LIME on {len(x)} images, faithfulness, stability"
+    with status(desc, 2 * len(x) + n_stab, unit="step") as ticker:
+        with warnings.catch_warnings():  # the flags go into the items, report and findings
+            warnings.filterwarnings("ignore", message="Lime: ", category=RuntimeWarning)
+            exps = lime.explain_batch(model, x)
+        ticker.tick(len(x))
+        for i, exp in zip(idx.tolist(), exps, strict=True):  # a handful of images
+            faith = faithfulness(model, exp, seed=seed)  # with the random-order deletion baseline
+            item = exp.to_dict(pixels="tensors")  # image and segments: stored as files
+            item.update(
+                index=i,
+                label=ds.classes[int(ds.y[i])],
+                pred=ds.classes[exp.prediction],
+                deletion_auc=faith.deletion_auc,
+                insertion_auc=faith.insertion_auc,
+                random_deletion_auc=faith.random_deletion_auc,
+                warnings=[*exp.warnings, *faith.warnings],  # the fit's flags, then deletion's
+            )
+            items.append(item)
+            ticker.tick()
+        if n_stab:
+            seeds = tuple(range(seed, seed + ec.stability_seeds))
+            stab = stability(lime, model, x[0], seeds=seeds).mean
+            ticker.tick(n_stab)
     return {
         "samples": ec.samples,
         "K": ec.K,
