@@ -178,6 +178,18 @@ class ImageFiles(Dataset[tuple[Tensor, int]]):
         """``root/<class>/<image>`` (torchvision's ImageFolder layout); see :func:`open_folder`."""
         folder = _folder(root)
         names, samples = _list_files(folder, classes)
+        return cls._of(folder, names, samples, preprocessing, name)
+
+    @classmethod
+    def _of(
+        cls,
+        folder: Path,
+        names: list[str],
+        samples: Sequence[tuple[str, int]],
+        preprocessing: Preprocessing | None,
+        name: str | None,
+    ) -> ImageFiles:
+        """The files listed under ``folder`` with their labels, as one :class:`ImageFiles`."""
         return cls(
             files=tuple(p for p, _ in samples),
             y=torch.tensor([label for _, label in samples], dtype=torch.int64),
@@ -231,14 +243,7 @@ class ImageFiles(Dataset[tuple[Tensor, int]]):
                 f"(e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG).{hint}"
             )
         names, samples = _list_files(folder, wnids)
-        return cls(
-            files=tuple(p for p, _ in samples),
-            y=torch.tensor([label for _, label in samples], dtype=torch.int64),
-            classes=names,
-            name=name or folder.name,
-            preprocessing=preprocessing or Preprocessing(),
-            root=str(folder),
-        )
+        return cls._of(folder, names, samples, preprocessing, name)
 
     @classmethod
     def from_labels(
