@@ -232,3 +232,13 @@ def test_audit_defense_flags_jpeg(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert not saved["audit"]["supported"]
     assert main([*argv[:-4], "--defense-option", "qualty=60"]) == 2
     assert "takes no argument 'qualty'; it takes quality" in capsys.readouterr().err
+
+
+def test_attack_ensemble_on_the_command_line_is_the_standard_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [*EVAL, "--limit", "20", "--attack", "ensemble", "--eps", "0.1", "--steps", "3",
+            "--attack-option", "square_queries=50"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Ensemble[APGD(eps=0.1, steps=3), APGD(eps=0.1, steps=3, loss=dlr, targets=9), Square" in out

@@ -549,3 +549,22 @@ def test_fashion_mnist_zoo_model(fmnist_test) -> None:  # type: ignore[no-untype
     assert exp.r2 > 0.5 and exp.ess > 0.3 * 300
     assert len(exp.top_ids()) >= 3
     assert exp.local_pred == pytest.approx(exp.model_output, rel=0.2)
+
+
+def test_format_says_when_no_superpixel_has_a_positive_weight() -> None:
+    """A class every superpixel lowers gets no "top" superpixels; the text says so and still
+    lists the largest weights, instead of an empty list."""
+    import robustlens as rl
+    from robustlens.explain.lime import Explanation
+
+    torch.manual_seed(0)
+    model = rl.models.create("linear", in_channels=1, num_classes=3, image_size=8)
+    with torch.no_grad():
+        model[1].weight.fill_(-1.0)  # every pixel lowers every logit
+        model[1].bias.zero_()
+    exp = rl.explain.Lime(samples=60, K=3, segmenter="grid", seed=0)(model, torch.rand(1, 8, 8), 0)
+    assert isinstance(exp, Explanation) and bool((exp.weights <= 0).all())
+    text = exp.format()
+    assert "top 0 superpixels" in text and "none: no superpixel has a positive weight" in text
+    listed = [line for line in text.splitlines() if line.startswith("  ") and ": " in line and line.strip()[0].isdigit()]
+    assert len(listed) == 3

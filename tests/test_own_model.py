@@ -444,3 +444,13 @@ def test_missing_data_names_the_cli_flag(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["evaluate", "--model", "fmnist-cnn", "--data", "cifar10", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "--data-root DIR" in err and "root=..." not in err
+
+
+def test_no_robustness_verdict_when_nothing_was_attacked() -> None:
+    from robustlens.report.verdicts import derive_verdicts
+
+    sections = {"whitebox": {"eps": 0.1, "n": 9, "evaluation": {
+        "robust_accuracy": 0.0, "clean_accuracy": 0.0, "n": 9, "attacks": ["PGD"]}}}
+    texts = [(v.level, v.text) for v in derive_verdicts(sections)]
+    assert any(level == "warn" and "nothing to break" in t for level, t in texts)
+    assert not any("not robust at this budget" in t for _, t in texts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 import sys
@@ -267,24 +268,23 @@ def _sanity(loaded: Any, module: torch.nn.Module, ds: Any, accuracy: float) -> l
     return notes
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Any:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _default_workers() -> int:
@@ -316,7 +316,13 @@ def _print_clean(res: Any) -> None:
     print(f"accuracy: {res.accuracy:.4f} on {res.n} images")
     width = max(len(c) for c in res.classes)
     for cls, acc in zip(res.classes, res.per_class.tolist(), strict=True):
-        print(f"  {cls:<{width}}  {acc:.4f}")
+        print(f"  {cls:<{width}}  {_rate(acc)}")
+
+
+def _rate(value: float | None) -> str:
+    """A rate for the terminal; ``-`` where there was nothing to count (no image of a class,
+    no image attacked)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 # --------------------------------------------------------------------------- commands
@@ -483,9 +489,16 @@ def _attacks_from_args(args: argparse.Namespace, eps: float | None) -> list[Any]
 
     shared = {"eps": eps, "norm": args.norm, "steps": args.steps, "restarts": args.restarts}
     extra = _key_values(args.attack_option)
-    built = []
+    built: list[Any] = []
     for name in args.attack:
         cls = attacks.ATTACKS.get(name)
+        if cls is attacks.Ensemble:
+            # An ensemble is built from its members; on the command line, the standard one.
+            if eps is None:
+                raise UsageError("attack 'ensemble' needs a budget: add --eps")
+            options = {k: v for k, v in (("norm", args.norm), ("steps", args.steps)) if v}
+            built.append(attacks.Ensemble.standard(eps, seed=args.seed, **options, **extra))
+            continue
         accepted = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in shared.items() if v is not None and k in accepted}
         kwargs.update(extra)
@@ -564,7 +577,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for name, row in ev.per_attack.items():
             l2n = row["median_l2_normalized"]
             print(
-                f"  {name}: success {row['success_rate']:.4f}, robust accuracy "
+                f"  {name}: success {_rate(row['success_rate'])}, robust accuracy "
                 f"{row['robust_accuracy']:.4f}, median normalised L2 "
                 f"{'-' if l2n is None else f'{l2n:.4f}'}, "
                 f"only this attack: {ev.contribution[name]['unique']}"
@@ -1103,7 +1116,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="attack to run (repeatable): " + ", ".join(_attack_names()),
+        help="attack to run (repeatable): " + ", ".join(_attack_names()) + " (ensemble: the "
+        "standard one, APGD-CE, APGD-T then Square)",
     )
     ev.add_argument(
         "--eps",

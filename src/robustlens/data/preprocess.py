@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -57,7 +57,6 @@ class Preprocessing:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     source: str = "defaults"
-    notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.input_size is not None and (

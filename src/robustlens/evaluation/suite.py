@@ -31,13 +31,14 @@ at most the section it was in (and none of the white-box rows).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -576,10 +577,8 @@ def explanations_section(model: nn.Module, ds: ImageData, config: SuiteConfig) -
     stab = None
     # One line over the section (explanations, faithfulness, stability), LIME's own below it.
     desc = f"explanations: LIME on {len(x)} images, faithfulness, stability"
-    with status(desc, 2 * len(x) + n_stab, unit="step") as ticker:
-        with warnings.catch_warnings():  # the flags go into the items, report and findings
-            warnings.filterwarnings("ignore", message="Lime: ", category=RuntimeWarning)
-            exps = lime.explain_batch(model, x)
+    with status(desc, 2 * len(x) + n_stab, unit="step") as ticker, _lime_flags_kept():
+        exps = lime.explain_batch(model, x)
         ticker.tick(len(x))
         for i, exp in zip(idx.tolist(), exps, strict=True):  # a handful of images
             faith = faithfulness(model, exp, seed=seed)  # with the random-order deletion baseline
@@ -673,9 +672,11 @@ def bias_section(
             aligned, _ = cue_test_sets(on, "patch", seed=seed)
             sp_ds, sp_mask = aligned.dataset, bias.patch_mask(aligned)
             sp_data = "test images with the planted patch of their class, its squares as the mask"
-        stats = bias.superpixel_statistics(
-            model, sp_ds, images_per_class=bc.superpixel_images, lime=lime, mask=sp_mask, seed=seed
-        )
+        with _lime_flags_kept():
+            stats = bias.superpixel_statistics(
+                model, sp_ds, images_per_class=bc.superpixel_images, lime=lime, mask=sp_mask,
+                seed=seed,
+            )
         out["superpixels"] = stats.to_dict(pixels="tensors")
         if sp_data:
             out["superpixels"]["data"] = sp_data
@@ -693,6 +694,18 @@ def bias_section(
             "confusion": confusion.tolist(),
         }
     return out
+
+
+@contextlib.contextmanager
+def _lime_flags_kept() -> Iterator[None]:
+    """LIME's per-explanation warnings stay in the results (items, report, findings) instead of
+    interrupting the audit's progress lines on the console."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Lime: ", category=RuntimeWarning)
+        warnings.filterwarnings(
+            "ignore", message="superpixel_statistics: LIME warned", category=RuntimeWarning
+        )
+        yield
 
 
 def _shape_bias(model: nn.Module, ds: ImageData, n: int, seed: int, log: Log) -> dict[str, Any]:

@@ -387,6 +387,13 @@ class Explanation:
         ]
         ids = self.top_ids(k)
         lines.append(f"top {len(ids)} superpixels (id: weight):")
+        if len(ids) == 0 and self.num_segments:
+            lines.append(
+                "  none: no superpixel has a positive weight, so none raises this output; "
+                "the largest weights are:"
+            )
+            order = torch.argsort(self.weights, descending=True, stable=True)
+            ids = order[: min(self.K if k is None else k, self.num_segments)]
         for i in ids.tolist():
             lines.append(f"  {i:>4}: {float(self.weights[i]):+.4f}")
         lines += [f"warning: {w}" for w in self.warnings]

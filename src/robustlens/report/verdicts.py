@@ -234,7 +234,15 @@ def _whitebox(sec: Mapping[str, Any]) -> list[Verdict]:
     robust, clean = as_float(ev.get("robust_accuracy")), as_float(ev.get("clean_accuracy"))
     norm = "L2" if sec.get("norm") == "l2" else "Linf"
     budget = f" at {norm} eps {num(sec['eps'])}" if "eps" in sec else ""
-    if robust is not None:
+    if robust is not None and clean == 0:
+        out.append(
+            Verdict(
+                "warn",
+                f"No attacked image was classified correctly to begin with, so the white-box "
+                f"attacks{budget} had nothing to break: robustness is not measured.",
+            )
+        )
+    elif robust is not None:
         kept = robust / clean if clean else 0.0
         level = _grade(kept, ROBUST_OK, ROBUST_WARN)
         meaning = {
