@@ -353,7 +353,7 @@ def test_cli_mismatched_model_and_data_is_a_usage_error(capsys: pytest.CaptureFi
         )
         == 0
     )
-    assert "converted to the model's input 3x32x32" in capsys.readouterr().err
+    assert "converted to the model's input 3x32x32 batch by batch" in capsys.readouterr().err
 
 
 def test_default_budget_follows_the_data() -> None:

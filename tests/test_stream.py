@@ -31,6 +31,7 @@ from robustlens.data import (
     ImageDataset,
     ImageFiles,
     Preprocessing,
+    ResizedImages,
     batches,
     imagenet_wnids,
     in_memory,
@@ -199,6 +200,28 @@ def test_streamed_and_in_memory_give_identical_per_image_results(
         audit_defense(defended, files, model, batch_size=4, **kw).to_dict(),
         audit_defense(defended, memory, model, batch_size=4, **kw).to_dict(),
     )
+
+
+def test_an_in_memory_set_is_resized_batch_by_batch_with_the_same_results() -> None:
+    """A small set at a model's larger input (CIFAR-10 at 224: 6 GB as one tensor) is held at its
+    own size and converted as it is read; per-image results equal converting it all at once."""
+    small = rl.data.load("digits", split="test").subset(30, seed=0)
+    pre = Preprocessing(input_size=(20, 20), resize=22, channels=3)
+    lazy = ResizedImages.of(small, pre, workers=2)
+    eager = ImageDataset(pre.apply_to(small.x), small.y, classes=list(small.classes), name="d")
+    assert lazy.pixels.shape == small.x.shape  # nothing at the model's size is stored
+    assert lazy.shape == (3, 20, 20) and torch.equal(in_memory(lazy).x, eager.x)
+    view = lazy[torch.tensor([5, 2, 9])]
+    assert view.relative(1) == f"{small.name}[2]" and torch.equal(view[1][0], eager.x[2])
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 20 * 20, 10))
+    torch.manual_seed(0)
+    nn.init.normal_(net[1].weight, std=0.3)
+    attacks = [PGD(eps=0.05, steps=3, seed=1)]
+    a, b = evaluate(net, lazy, attacks, batch_size=8), evaluate(net, eager, attacks, batch_size=8)
+    for row in a.rows:
+        assert row.pop("file").startswith(f"{small.name}[")
+    assert a.rows == b.rows and a.n == 30
+    assert lazy.fingerprint() != lazy.subset(10, seed=0).fingerprint()
 
 
 @pytest.mark.slow

@@ -172,10 +172,13 @@ def _load_data(
     c, h, w = ds.shape
     size = pre.input_size
     if (size is not None and (h, w) != tuple(size)) or c != pre.channels:
+        # Converted batch by batch as they are read: the whole set at the model's size could be
+        # many times the memory of the set itself.
         before = f"{c}x{h}x{w}"
-        ds = data.ImageDataset(pre.apply_to(ds.x), ds.y, classes=list(ds.classes), name=ds.name)
+        ds = data.ResizedImages.of(ds, pre, workers=getattr(args, "workers", 0))
         _say(
-            f"note: {name} images ({before}) converted to the model's input {'x'.join(map(str, ds.shape))}"
+            f"note: {name} images ({before}) are converted to the model's input "
+            f"{'x'.join(map(str, ds.shape))} batch by batch as they are read"
         )
     return ds
 
