@@ -186,3 +186,61 @@ def test_two_nodes_through_a_rendezvous_and_the_python_api(tmp_path: Path) -> No
     for stdout, _ in outputs:  # every rank gets the whole result
         got = json.loads(stdout.strip().splitlines()[-1])
         assert got == {"robust": alone.robust_accuracy, "n": 96}
+
+
+AUDIT_TOML = """
+[data]
+limit = 100
+attack_limit = 60
+[whitebox]
+attacks = ["fgsm", "pgd"]
+steps = 10
+min_norm = ["deepfool"]
+min_norm_limit = 20
+eps_curve = [0.05, 0.1]
+gallery = 2
+[blackbox]
+enabled = false
+[defenses]
+names = []
+[explanations]
+enabled = false
+[bias]
+enabled = false
+"""
+
+
+def _sections(folder: Path) -> dict[str, object]:
+    import json
+
+    def drop_seconds(d: object) -> object:
+        if isinstance(d, dict):
+            return {k: drop_seconds(v) for k, v in d.items() if k != "seconds"}
+        return d
+
+    return drop_seconds(json.loads((folder / "results.json").read_text())["sections"])  # type: ignore[return-value]
+
+
+def test_audit_under_torchrun_shards_the_attacks_and_writes_what_one_process_writes(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "suite.toml"
+    config.write_text(AUDIT_TOML)
+    common = ["audit", "--model", "digits-cnn", "--data", "digits", "--config", str(config),
+              "--eps", "0.1", "--quiet"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "robustlens", *common, "--out", str(one)],
+                   check=True, env=_env(), capture_output=True)
+    proc = subprocess.run(
+        _torchrun("--nproc-per-node", "2", "-m", "robustlens", *common, "--out", str(two)),
+        env=_env(), capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("wrote ") == 1  # rank 0 alone writes the results and the report
+    assert (two / "index.html").is_file()
+    assert _sections(two) == _sections(one)  # every section, per image and in the summaries
+    work = next((two / ".robustlens" / "work").glob("whitebox-*"))
+    assert not list(work.glob("*part-*")) and len(_rows(work)) == 60  # merged by rank 0
+    import json
+
+    assert json.loads((two / "results.json").read_text())["meta"]["processes"] == 2

@@ -175,11 +175,12 @@ def _load_data(
         # Converted batch by batch as they are read: the whole set at the model's size could be
         # many times the memory of the set itself.
         before = f"{c}x{h}x{w}"
-        ds = data.ResizedImages.of(ds, pre, workers=getattr(args, "workers", 0))
+        resized = data.ResizedImages.of(ds, pre, workers=getattr(args, "workers", 0))
         _say(
             f"note: {name} images ({before}) are converted to the model's input "
-            f"{'x'.join(map(str, ds.shape))} batch by batch as they are read"
+            f"{'x'.join(map(str, resized.shape))} batch by batch as they are read"
         )
+        return resized
     return ds
 
 
@@ -739,8 +740,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from robustlens.report import write_report
     from robustlens.report.verdicts import derive_verdicts
 
+    grp = _join_ranks(args)
     cfg = _suite_config(args)
-    device = resolve_device(args.device)
+    device = grp.device if grp.device is not None else resolve_device(args.device)
     model_name = args.model
     notes: list[str] = []
     if args.data is None and model_name == DEFAULT_MODEL and not data.available("fashion-mnist"):
@@ -779,7 +781,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         resume=args.resume,
         show_progress=not args.quiet,
         log=None if args.quiet else _say,
+        distributed=grp if grp.active else False,
     )
+    if not grp.is_main:  # the other ranks took their shares of the white-box attacks
+        grp.close()
+        return EXIT_OK
     model_notes = loaded.warnings + _sanity(loaded, model, ds, float(sections["clean"]["accuracy"]))
     found = [{"level": "warn", "text": note} for note in model_notes]
     found += [{"level": v.level, "text": v.text} for v in derive_verdicts(sections)]
@@ -799,11 +805,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
             "preprocessing": f"{loaded.preprocessing.describe()} (from "
             f"{loaded.preprocessing.source})",
             "seconds": round(time.perf_counter() - start, 1),
+            "processes": grp.world,
         },
     }
     _write_json(out / "results.json", payload)
     page = write_report(payload, out)
     print(f"wrote {out / 'results.json'} and {page}")
+    grp.close()
     return EXIT_OK
 
 

@@ -27,6 +27,9 @@ a fingerprint of the model, the data (images and labels) and the section's setti
 ``resume=True`` reuses the sections whose fingerprint matches (and whose image files are still
 there) and the white-box evaluation resumes from its per-image rows, so an interrupted audit loses
 at most the section it was in (and none of the white-box rows).
+
+Under torchrun (``distributed=True``) the white-box section's fixed-budget attacks are sharded
+over the ranks with the per-image results of one process; rank 0 runs the rest and writes.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ from robustlens.data.stream import ImageData, fingerprint, in_memory, predict
 from robustlens.evaluation.clean import clean_accuracy
 from robustlens.evaluation.config import SuiteConfig
 from robustlens.evaluation.curves import accuracy_vs_distance, robust_accuracy_curve
-from robustlens.evaluation.runner import evaluate, model_fingerprint
+from robustlens.evaluation.distributed import Group, group
+from robustlens.evaluation.runner import Evaluation, evaluate, model_fingerprint
 
 __all__ = ["run_suite", "success_vs_queries"]
 
@@ -75,8 +79,11 @@ class _Store:
     """Finished sections on disk, each with the fingerprint of what produced it; their images as
     PNG files under ``out/images/NAME/``."""
 
-    def __init__(self, out: Path | None, resume: bool, base: str, log: Log) -> None:
+    def __init__(
+        self, out: Path | None, resume: bool, base: str, log: Log, *, writer: bool = True
+    ) -> None:
         self.out = out
+        self.loaded: dict[str, dict[str, Any] | None] = {}
         # The suite's bookkeeping lives under out/.robustlens, so that a fresh run clears only its
         # own files, never a folder of the user's; the images the results reference live under
         # out/images/NAME/, emptied of its PNG files when section NAME is written again.
@@ -85,7 +92,9 @@ class _Store:
         self.resume = resume
         self.base = base
         self.log = log
-        if self.root is not None and self.dir is not None:
+        # Under torchrun only rank 0 (the writer) clears and creates the folder; the other ranks
+        # write their shards' rows into the work folders it names.
+        if writer and self.root is not None and self.dir is not None:
             if not resume:
                 shutil.rmtree(self.root, ignore_errors=True)
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +111,12 @@ class _Store:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def load(self, name: str, settings: Any) -> dict[str, Any] | None:
+        """Section ``name`` as an earlier run saved it under these settings, else ``None``."""
+        if name not in self.loaded:
+            self.loaded[name] = self._load(name, settings)
+        return self.loaded[name]
+
+    def _load(self, name: str, settings: Any) -> dict[str, Any] | None:
         if self.out is None or self.dir is None or not self.resume:
             return None
         path = self.dir / f"{name}.json"
@@ -222,6 +237,29 @@ def _fixed_budget_attacks(
     return [make[n]() for n in names]
 
 
+def _whitebox_evaluation(
+    model: nn.Module,
+    ds: ImageData,
+    config: SuiteConfig,
+    work: Path | None,
+    show_progress: bool | None,
+    distributed: Group | bool = False,
+) -> Evaluation:
+    """The fixed-budget attacks of the white-box section, per image: what every rank of a
+    torchrun audit computes its shard of."""
+    wb = config.whitebox
+    attacks = _fixed_budget_attacks(wb.attacks, wb.eps, wb.steps, config.seed)
+    return evaluate(
+        model,
+        ds,
+        attacks,
+        batch_size=500,
+        out=work,
+        show_progress=show_progress,
+        distributed=distributed,
+    )
+
+
 def gallery(result: AttackResult, classes: list[str], count: int) -> list[dict[str, Any]]:
     """Up to ``count`` successful adversarial examples of ``result``, distinct true classes first."""
     idx = torch.nonzero(result.success & result.attacked).flatten().cpu()
@@ -259,16 +297,18 @@ def whitebox_section(
     *,
     work: Path | None,
     show_progress: bool | None,
+    distributed: Group | bool = False,
 ) -> dict[str, Any]:
     """Fixed-budget attacks with the worst case, the lecture's two curves and a gallery.
 
     The headline figure is the worst case over the configured attacks (by default FGSM, I-FGSM,
     PGD-40 and the standard ensemble, APGD-CE, APGD-T, then Square); the single attacks are there
-    to show how much a weak attack overstates.
+    to show how much a weak attack overstates. With a ``distributed`` group the fixed-budget
+    attacks are sharded over its ranks (the others call :func:`_whitebox_evaluation`); the curves
+    and the gallery, on small samples, run here.
     """
     wb, seed = config.whitebox, config.seed
-    attacks = _fixed_budget_attacks(wb.attacks, wb.eps, wb.steps, seed)
-    ev = evaluate(model, ds, attacks, batch_size=500, out=work, show_progress=show_progress)
+    ev = _whitebox_evaluation(model, ds, config, work, show_progress, distributed)
     sub = in_memory(ds.subset(min(wb.min_norm_limit, len(ds)), seed=seed))
     curves, summaries = [], {}
     for name in wb.min_norm:
@@ -436,6 +476,7 @@ def run_suite(
     resume: bool = False,
     show_progress: bool | None = None,
     log: Log | None = None,
+    distributed: Group | bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run every enabled section on ``model`` and ``ds`` (the test split); see the module docstring.
 
@@ -448,6 +489,13 @@ def run_suite(
         out: folder for the finished sections, their images (``out/images/``) and the white-box
             evaluation's per-image rows.
         resume: reuse the sections ``out`` already holds for the same model, data and settings.
+        distributed: ``True`` (the torchrun group of this process, :func:`~robustlens.evaluation.
+            distributed.group`) or a :class:`~robustlens.evaluation.distributed.Group`: every
+            rank calls ``run_suite`` with the same arguments; the white-box section's fixed-budget
+            attacks, the audit's dominant cost, are sharded over the ranks (per-image results
+            equal to one process's), everything else runs on rank 0, which alone writes and
+            returns the sections (the other ranks return ``{}``). ``out`` must be a folder every
+            rank sees.
 
     Returns:
         ``{section name: dict}``; each dict has its ``seconds``. With ``out`` the dicts are
@@ -464,9 +512,28 @@ def run_suite(
         [model_fingerprint(model), ds.name, ds.classes, cfg.seed, _data_fingerprint(ds)],
         default=str,
     )
-    store = _Store(out_dir, resume, base, say)
+    grp = distributed if isinstance(distributed, Group) else group() if distributed else Group()
+    store = _Store(out_dir, resume, base, say, writer=grp.is_main)
     attack_ds = ds.subset(min(cfg.data.attack_limit, len(ds)), seed=cfg.seed)
     attacked = _data_fingerprint(attack_ds)
+    wb_settings = asdict(cfg.whitebox) | {"data": attacked}
+    sharded: Group | bool = False
+    if grp.active:
+        # Rank 0 (after clearing or reading the folder) tells the others whether the white-box
+        # attacks still need running; they take their shards of it and are done.
+        todo = bool(
+            grp.broadcast(
+                grp.is_main
+                and cfg.whitebox.enabled
+                and store.load("whitebox", wb_settings) is None
+            )
+        )
+        if not grp.is_main:
+            if todo:
+                work = store.work("whitebox", wb_settings)
+                _whitebox_evaluation(model, attack_ds, cfg, work, False, grp)
+            return {}
+        sharded = grp if todo else False
     sections: dict[str, dict[str, Any]] = {}
 
     def section(name: str, settings: Any, message: str, fn: Callable[[], dict[str, Any]]) -> None:
@@ -489,17 +556,18 @@ def run_suite(
         ).to_dict(),
     )
     if cfg.whitebox.enabled:
-        wb_settings = asdict(cfg.whitebox) | {"data": attacked}
         section(
             "whitebox",
             wb_settings,
-            f"white-box attacks on {len(attack_ds)} images at Linf eps {cfg.whitebox.eps:g}",
+            f"white-box attacks on {len(attack_ds)} images at Linf eps {cfg.whitebox.eps:g}"
+            + (f", sharded over {grp.world} processes" if sharded else ""),
             lambda: whitebox_section(
                 model,
                 attack_ds,
                 cfg,
                 work=store.work("whitebox", wb_settings),
                 show_progress=show_progress,
+                distributed=sharded,
             ),
         )
     if cfg.blackbox.enabled and cfg.blackbox.attacks:
