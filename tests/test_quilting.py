@@ -384,7 +384,7 @@ def test_faiss_backend_matches_exact(x: Tensor) -> None:
     assert torch.equal(faiss(x), exact(x))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.cuda
 def test_cuda_follows_the_input(quilt: Quilting, x: Tensor) -> None:
     with pytest.raises(DeviceError, match=r"quilting.to\('cuda:0'\)"):
         quilt(x.cuda())
