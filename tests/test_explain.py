@@ -551,20 +551,36 @@ def test_fashion_mnist_zoo_model(fmnist_test) -> None:  # type: ignore[no-untype
     assert exp.local_pred == pytest.approx(exp.model_output, rel=0.2)
 
 
-def test_format_says_when_no_superpixel_has_a_positive_weight() -> None:
-    """A class every superpixel lowers gets no "top" superpixels; the text says so and still
-    lists the largest weights, instead of an empty list."""
+def test_all_negative_weights_still_show_their_top_superpixels_by_magnitude() -> None:
+    """A class every superpixel lowers: the explanation, its text, its figure, the report's table
+    and the class statistics all show the K superpixels of largest |weight| (it showed none)."""
     import robustlens as rl
+    from robustlens.bias.superpixels import _top_flags
+    from robustlens.explain import plot_explanation
     from robustlens.explain.lime import Explanation
+    from robustlens.report.sections.explanations import top_superpixels
 
     torch.manual_seed(0)
     model = rl.models.create("linear", in_channels=1, num_classes=3, image_size=8)
     with torch.no_grad():
         model[1].weight.fill_(-1.0)  # every pixel lowers every logit
         model[1].bias.zero_()
-    exp = rl.explain.Lime(samples=60, K=3, segmenter="grid", seed=0)(model, torch.rand(1, 8, 8), 0)
-    assert isinstance(exp, Explanation) and bool((exp.weights <= 0).all())
+    lime = rl.explain.Lime(
+        samples=60, K=3, segmenter="grid", output="logits", hide="constant", seed=0
+    )
+    exp = lime(model, torch.rand(1, 8, 8), 0)  # hiding (zeroing) a superpixel raises the logit
+    assert isinstance(exp, Explanation) and bool((exp.weights <= 0).all()) and exp.by_magnitude
+    assert int((exp.weights < 0).sum()) == 3
+    expected = torch.argsort(exp.weights.abs(), descending=True, stable=True)[:3]
+    assert exp.top_ids().tolist() == expected.tolist() and int(exp.top().sum()) > 0
     text = exp.format()
-    assert "top 0 superpixels" in text and "none: no superpixel has a positive weight" in text
-    listed = [line for line in text.splitlines() if line.startswith("  ") and ": " in line and line.strip()[0].isdigit()]
-    assert len(listed) == 3
+    assert "no superpixel has a positive weight" in text and "largest |weight|" in text
+    listed = [ln for ln in text.splitlines() if ln.startswith("  ") and ln.strip()[0].isdigit()]
+    assert [int(ln.split(":")[0]) for ln in listed] == expected.tolist()
+    assert [i for i, _ in top_superpixels(exp.weights.tolist(), 3)] == expected.tolist()
+    other = torch.tensor([0.2, -0.9, 0.1], dtype=torch.float64)
+    flags = _top_flags([exp.weights, other], torch.tensor([exp.num_segments, 3]), 3)
+    assert flags[: exp.num_segments].nonzero().flatten().tolist() == sorted(expected.tolist())
+    assert flags[exp.num_segments :].tolist() == [True, False, True]  # positives only there
+    title = plot_explanation(exp).axes[0].get_title()
+    assert "largest |weight|" in title

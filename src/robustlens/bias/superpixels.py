@@ -373,10 +373,11 @@ def superpixel_attributes(
 
 
 def _top_flags(weights: Sequence[Tensor], counts: Tensor, k: int) -> Tensor:
-    """Which superpixels are among their image's ``k`` largest positive weights, bool ``(T,)``.
+    """Which superpixels are among their image's ``k`` top superpixels, bool ``(T,)``.
 
-    The same choice as :meth:`Explanation.top_ids` (stable descending sort, positive weights
-    only), for all images at once on a padded ``(N, S_max)`` weight matrix.
+    The same choice as :func:`~robustlens.explain.lime.shown_superpixels` (stable descending
+    sort of the positive weights, or of ``|weight|`` in an image with no positive weight), for
+    all images at once on a padded ``(N, S_max)`` weight matrix.
     """
     n = len(weights)
     device = counts.device
@@ -385,9 +386,11 @@ def _top_flags(weights: Sequence[Tensor], counts: Tensor, k: int) -> Tensor:
     flat = torch.cat([wt.to(device, torch.float64) for wt in weights])
     valid = torch.arange(s_max, device=device)[None, :] < counts[:, None]
     padded[valid] = flat
-    order = torch.argsort(padded, dim=1, descending=True, stable=True)[:, :k]
+    positive = (padded > 0).any(1, keepdim=True)
+    score = torch.where(positive, padded, padded.abs()).masked_fill(~valid, -math.inf)
+    order = torch.argsort(score, dim=1, descending=True, stable=True)[:, :k]
     chosen = torch.zeros(n, s_max, dtype=torch.bool, device=device)
-    chosen.scatter_(1, order, torch.gather(padded, 1, order) > 0)
+    chosen.scatter_(1, order, torch.gather(score, 1, order) > 0)
     return chosen[valid]
 
 

@@ -31,11 +31,11 @@ from robustlens.data.digits import load_digits
 from robustlens.data.files import ImageFiles, SkippedFile, open_folder
 from robustlens.data.folder import load_folder
 from robustlens.data.idx import read_idx, write_idx
-from robustlens.data.resized import ResizedImages
 from robustlens.data.imagenet import imagenet_names, imagenet_wnids, map_to_imagenet, read_class_map
 from robustlens.data.mnist import load_idx_dataset
 from robustlens.data.preprocess import Preprocessing
 from robustlens.data.printed import load_printed_digits
+from robustlens.data.resized import ResizedImages
 from robustlens.data.spurious import PLANTED, PlantedCue, cue_test_sets, load_planted, plant_cue
 from robustlens.data.stream import (
     Batch,

@@ -97,6 +97,7 @@ __all__ = [
     "gaussian_blur",
     "hidden_image",
     "kernel_weights",
+    "shown_superpixels",
 ]
 
 Hide = Literal["mean", "constant", "blur"]
@@ -115,6 +116,29 @@ MIN_R2 = 0.5
 MAX_GAP = 1.0
 #: Default kernel widths.
 DEFAULT_SIGMA: dict[str, float] = {"image": 0.5, "binary": 0.25}
+
+
+# --------------------------------------------------------------------------- which to show
+
+
+def shown_superpixels(weights: Tensor, k: int) -> Tensor:
+    """Ids of the superpixels an explanation shows, most important first, int64 ``(<= k,)``.
+
+    The ``k`` largest positive weights (the superpixels that raise the explained output most);
+    when no weight is positive, every superpixel lowers the output and the ``k`` largest in
+    magnitude are shown instead, so a run whose weights are all negative still points at the
+    regions the model's output depends on. Zero weights are never shown.
+
+    Example:
+        >>> shown_superpixels(torch.tensor([0.1, -0.5, 0.4, 0.0]), 3).tolist()
+        [2, 0]
+        >>> shown_superpixels(torch.tensor([-0.1, -0.5, -0.4, 0.0]), 2).tolist()
+        [1, 2]
+    """
+    w = weights.detach()
+    score = w if bool((w > 0).any()) else w.abs()
+    order = torch.argsort(score, descending=True, stable=True)[: min(k, len(w))]
+    return order[score[order] > 0]
 
 
 # --------------------------------------------------------------------------- hidden image
@@ -342,19 +366,23 @@ class Explanation:
             return hidden_image(self.image, self.segments, "blur", blur_sigma=self.hide_value)
         return hidden_image(self.image, self.segments, "mean")
 
+    @property
+    def by_magnitude(self) -> bool:
+        """Whether no weight is positive, so that :meth:`top_ids` ranks by ``|weight|``."""
+        return not bool((self.weights > 0).any())
+
     def top_ids(self, k: int | None = None) -> Tensor:
-        """Ids of the ``k`` (default ``K``) largest positive weights, largest first."""
+        """Ids of the ``k`` (default ``K``) top superpixels, most important first: the largest
+        positive weights, or the largest ``|weight|`` when none is positive
+        (:func:`shown_superpixels`)."""
         k = self.K if k is None else k
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ParameterError(f"Explanation.top: 'k' must be an int >= 0, got {k!r}")
-        order = torch.argsort(self.weights, descending=True, stable=True)
-        return order[: min(k, self.num_segments)][self.weights[order[:k]] > 0]
+        return shown_superpixels(self.weights, k)
 
     def top(self, k: int | None = None) -> Tensor:
-        """Boolean pixel mask ``(H, W)`` of the ``k`` (default ``K``) largest positive weights.
-
-        Fewer than ``k`` superpixels are marked when fewer weights are positive.
-        """
+        """Boolean pixel mask ``(H, W)`` of the ``k`` (default ``K``) top superpixels
+        (:meth:`top_ids`); fewer when fewer weights are nonzero (or positive)."""
         ids = self.top_ids(k)
         keep = torch.zeros(self.num_segments, dtype=torch.bool, device=self.segments.device)
         keep[ids.to(keep.device)] = True
@@ -386,14 +414,13 @@ class Explanation:
             f"intercept {self.intercept:.4f}",
         ]
         ids = self.top_ids(k)
-        lines.append(f"top {len(ids)} superpixels (id: weight):")
-        if len(ids) == 0 and self.num_segments:
+        if self.by_magnitude:
             lines.append(
-                "  none: no superpixel has a positive weight, so none raises this output; "
-                "the largest weights are:"
+                f"no superpixel has a positive weight (none raises this output); the {len(ids)} "
+                "with the largest |weight|, which lower it most (id: weight):"
             )
-            order = torch.argsort(self.weights, descending=True, stable=True)
-            ids = order[: min(self.K if k is None else k, self.num_segments)]
+        else:
+            lines.append(f"top {len(ids)} superpixels (id: weight):")
         for i in ids.tolist():
             lines.append(f"  {i:>4}: {float(self.weights[i]):+.4f}")
         lines += [f"warning: {w}" for w in self.warnings]

@@ -75,9 +75,9 @@ def label_points(segments: np.ndarray, ids: list[int]) -> list[tuple[float, floa
 def plot_explanation(exp: Explanation, k: int | None = None, *, width: float = 9.0) -> Figure:
     """The image with all superpixel borders (faint) and its top-``k`` superpixels outlined.
 
-    Left: the image, the ``k`` (default ``K``) superpixels with the largest positive weights
-    outlined in yellow and numbered by rank. Right: each superpixel's weight (blue positive, red
-    negative, symmetric scale) with a colour bar.
+    Left: the image, the ``k`` (default ``K``) top superpixels (largest positive weights, or
+    largest ``|weight|`` when none is positive) outlined in yellow and numbered by rank. Right:
+    each superpixel's weight (blue positive, red negative, symmetric scale) with a colour bar.
     """
     from skimage.segmentation import find_boundaries
 
@@ -121,7 +121,12 @@ def plot_explanation(exp: Explanation, k: int | None = None, *, width: float = 9
                 fontweight="bold",
                 bbox={"boxstyle": "circle,pad=0.15", "fc": TOP_COLOUR, "ec": "none", "alpha": 0.85},
             )
-    ax_img.set_title(f"{exp.label}: top {len(top_ids)} superpixels", fontsize=10)
+    title = (
+        f"{exp.label}: {len(top_ids)} largest |weight| (none positive)"
+        if exp.by_magnitude
+        else f"{exp.label}: top {len(top_ids)} superpixels"
+    )
+    ax_img.set_title(title, fontsize=10)
     ax_img.set_axis_off()
 
     wmap = exp.weight_map().double().cpu().numpy()

@@ -80,19 +80,26 @@ _ITEM_KEYS = {  # shown in the table or the figures
 
 
 def top_superpixels(weights: Any, k: int) -> list[tuple[int, float]]:
-    """The ``k`` largest positive weights as ``(superpixel id, weight)``, largest first.
+    """The ``k`` top superpixels as ``(superpixel id, weight)``, as the explanation's figure
+    numbers them (:func:`~robustlens.explain.lime.shown_superpixels`: largest positive weights,
+    or largest ``|weight|`` when none is positive).
 
     Example:
         >>> top_superpixels([0.1, -0.5, 0.4, 0.0], 3)
         [(2, 0.4), (0, 0.1)]
+        >>> top_superpixels([-0.1, -0.5], 1)
+        [(1, -0.5)]
     """
-    w = np.asarray(weights, dtype=np.float64)
+    import torch
+
+    from robustlens.explain.lime import shown_superpixels
+
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
     if w.ndim != 1:
         raise ParameterError(
-            f"report: explanation weights must be a list (S,), got shape {w.shape}"
+            f"report: explanation weights must be a list (S,), got shape {tuple(w.shape)}"
         )
-    order = np.argsort(-w, kind="stable")[:k]
-    return [(int(i), float(w[i])) for i in order if w[i] > 0]
+    return [(int(i), float(w[i])) for i in shown_superpixels(w, k).tolist()]
 
 
 def top_cell(top: Sequence[tuple[int, float]]) -> str:
