@@ -349,3 +349,30 @@ def test_bias_section_with_a_planted_patch_tests_it_as_the_mask() -> None:
     assert all(c["mask_overlap"] is not None for c in sp["classes"].values())
     assert set(sp["classes"]["0"]["attributes"]) >= {"position", "mask"}
     assert out["cue_reliance"]["kind"] == "patch" and out["cue_reliance"]["n"] == 120
+
+
+def test_superpixel_statistics_study_a_seeded_draw_of_classes_when_there_are_many() -> None:
+    """A 1000-class data set would mean 30 explanations for each of 1000 classes: the audit
+    studies [bias] superpixel_classes of them, drawn with the seed, and says so."""
+    from robustlens.evaluation.suite import _classes_studied, bias_section
+
+    model, ds = rl.zoo.load("digits-cnn"), rl.data.load("digits")[:120]
+    assert _classes_studied(ds, 10, 0) is None  # 10 classes: all of them
+    drawn = _classes_studied(ds, 3, 0)
+    assert drawn is not None and len(drawn) == 3 and drawn == sorted(drawn)
+    assert drawn == _classes_studied(ds, 3, 0) and drawn != _classes_studied(ds, 3, 1)
+    bias = {
+        **SMALL["bias"],
+        "shape_bias": False,
+        "ambiguous": 0,
+        "severities": [1],
+        "corruption_images": 10,
+        "superpixel_images": 2,
+        "superpixel_samples": 40,
+        "superpixel_classes": 3,
+    }
+    out = bias_section(model, ds, SuiteConfig.from_dict({"bias": bias}), log=lambda _: None)
+    sp = out["superpixels"]
+    assert sorted(sp["classes"]) == sorted(ds.classes[k] for k in drawn)
+    assert sp["data"] == "3 of the data set's 10 classes, drawn at random (seed 0; [bias] " \
+        "superpixel_classes sets how many)"

@@ -235,6 +235,7 @@ class BiasConfig(_Section):
         "corruption_images": 1,
         "shape_stimuli": 1,
         "superpixel_samples": 2,
+        "superpixel_classes": 2,
     }
     enabled: bool = True
     corruption_images: int = 1000
@@ -247,6 +248,9 @@ class BiasConfig(_Section):
     cue: str = ""
     superpixel_images: int = 30
     superpixel_samples: int = 500
+    #: At most this many classes (a seeded draw among the data set's classes) for the superpixel
+    #: statistics: 30 images of each of ImageNet's 1000 classes would be 30,000 explanations.
+    superpixel_classes: int = 10
     ambiguous: int = 12
 
     def __post_init__(self) -> None:

@@ -740,12 +740,19 @@ def bias_section(
             aligned, _ = cue_test_sets(on, "patch", seed=seed)
             sp_ds, sp_mask = aligned.dataset, bias.patch_mask(aligned)
             sp_data = "test images with the planted patch of their class, its squares as the mask"
+        studied = _classes_studied(sp_ds, bc.superpixel_classes, seed)
         with _lime_flags_kept():
             stats = bias.superpixel_statistics(
-                model, sp_ds, images_per_class=bc.superpixel_images, lime=lime, mask=sp_mask,
-                seed=seed,
+                model, sp_ds, classes=studied, images_per_class=bc.superpixel_images, lime=lime,
+                mask=sp_mask, seed=seed,
             )
         out["superpixels"] = stats.to_dict(pixels="tensors")
+        if studied is not None:
+            drawn = (
+                f"{len(studied)} of the data set's {len(sp_ds.classes)} classes, drawn at random "
+                f"(seed {seed}; [bias] superpixel_classes sets how many)"
+            )
+            sp_data = f"{sp_data}; {drawn}" if sp_data else drawn
         if sp_data:
             out["superpixels"]["data"] = sp_data
     if ds.classes == bias.FASHION_MNIST.classes:
@@ -762,6 +769,17 @@ def bias_section(
             "confusion": confusion.tolist(),
         }
     return out
+
+
+def _classes_studied(ds: ImageData, cap: int, seed: int) -> list[int] | None:
+    """The classes the superpixel statistics explain: all of those with images when they are at
+    most ``cap`` (``None``), else ``cap`` of them drawn with ``seed``, in index order."""
+    present = torch.nonzero(torch.bincount(ds.y.cpu(), minlength=len(ds.classes))).flatten()
+    if len(present) <= cap:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    chosen = present[torch.randperm(len(present), generator=g)[:cap]]
+    return sorted(chosen.tolist())
 
 
 @contextlib.contextmanager
