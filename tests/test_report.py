@@ -1042,6 +1042,17 @@ def test_clean_verdicts_one_accuracy_per_population_and_the_weakest_class() -> N
         ),
     ]
     assert clean({"a": 0.96, "b": 0.749})[1][0] == "warn"
+    # No better than chance (one over the classes) is bad, and says what to check; a model mapped
+    # onto part of its classes (an "(other)" column) chooses among more, so it is not judged.
+    def at(acc: float, per_class: dict[str, float | None]) -> Any:
+        return derive_verdicts({"clean": {"accuracy": acc, "n": 90, "per_class": per_class}})[0]
+
+    three = {"a": 0.3, "b": 0.3, "c": 0.4}
+    assert at(1 / 3, three).level == "bad" and "no better than chance (33.3% for 3 classes)" in (
+        at(1 / 3, three).text
+    ) and "check the weights, the preprocessing and the class mapping" in at(1 / 3, three).text
+    assert at(0.35, three).level == "ok"
+    assert at(0.2, {**three, "(other)": None}).level == "ok"
     # Populations: each once, labelled with its count, the test images first.
     sections = {
         "clean": {"accuracy": 0.937, "n": 10000},

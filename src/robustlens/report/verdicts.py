@@ -10,7 +10,10 @@ results hold, never on their values: values set the level and the words, so a fu
 the numbers are in the sections):
 
 * clean accuracy per population (:func:`clean_populations`): one accuracy for each set of images
-  the audit measured, labelled with its image count (``ok``); the weakest class, ``warn`` when it
+  the audit measured, labelled with its image count (``ok``; ``bad`` when the accuracy on the test
+  images is no better than chance, one over the number of classes, which says the model does not
+  classify these images at all; not judged for a model mapped onto part of its classes, whose
+  chance is one over its own, larger count); the weakest class, ``warn`` when it
   trails the overall accuracy by more than :data:`CLASS_GAP` (15 points), else ``ok``;
 * white-box robust accuracy on the attacked images: ``ok`` when at least :data:`ROBUST_OK` (70%)
   of their clean accuracy survives the worst case, ``warn`` from :data:`ROBUST_WARN` (30%), else
@@ -207,7 +210,19 @@ def _clean(sections: Mapping[str, Any]) -> list[Verdict]:
         if rest:
             parts = [f"{pct(a)} on {_images(m, w)}" for w, m, a in rest]
             said += ("; " if what == "test images" else ": ") + "; ".join(parts)
-        out.append(Verdict("ok", said + "."))
+        # Chance is one over the classes the model chooses from; a model mapped onto some of its
+        # classes (an "(other)" column for the rest) chooses from more than the data set has.
+        names = list(sec.get("per_class") or {})
+        classes = 0 if "(other)" in names else len(names)
+        level = "ok"
+        if what == "test images" and classes >= 2 and acc is not None and acc <= 1 / classes:
+            level = "bad"
+            said += (
+                f". That is no better than chance ({pct(1 / classes)} for {classes} classes): the "
+                "model does not classify these images, so the other findings describe a broken "
+                "set-up; check the weights, the preprocessing and the class mapping"
+            )
+        out.append(Verdict(level, said + "."))
     overall = as_float(sec.get("accuracy"))
     per_class = {k: as_float(v) for k, v in (sec.get("per_class") or {}).items()}
     known = {k: v for k, v in per_class.items() if v is not None}
