@@ -288,12 +288,15 @@ class Attack(ABC):
 
     @property
     def name(self) -> str:
-        """Short name for tables: the class name and its non-default parameters."""
+        """Short name for tables: the class name and its non-default parameters (floats to four
+        significant digits)."""
         parts = []
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name != "seed" and value != f.default:
-                parts.append(f"{f.name}={value}")
+                # Budgets like 4/255 as 0.01569, not 0.01568627450980392.
+                shown = f"{value:.4g}" if isinstance(value, float) else value
+                parts.append(f"{f.name}={shown}")
         return type(self).__name__ + (f"({', '.join(parts)})" if parts else "")
 
     def ball(self) -> tuple[Norm, float] | None:
