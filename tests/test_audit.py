@@ -50,6 +50,16 @@ def test_config_defaults_quick_and_overrides() -> None:
     assert cfg.seed == 3 and cfg.defenses.names == ("jpeg",)
     assert cfg.data == quick.data  # untouched sections keep the base's values
     assert SuiteConfig.from_dict(cfg.to_dict()) == cfg  # round trip through the JSON form
+    # ImageNet-sized images: every sample at most the 28x28 quick one's, the same data limit.
+    large = SuiteConfig.quick((3, 224, 224))
+    assert SuiteConfig.quick((3, 64, 64)) == quick and SuiteConfig.quick((1, 28, 28)) == quick
+    assert large.data.limit == quick.data.limit and large.whitebox.steps == 10
+    for section, key in [("data", "attack_limit"), ("whitebox", "min_norm_limit"),
+                         ("blackbox", "images"), ("blackbox", "queries"),
+                         ("explanations", "samples"), ("bias", "corruption_images"),
+                         ("bias", "superpixel_samples"), ("defenses", "images")]:
+        small, big = getattr(getattr(quick, section), key), getattr(getattr(large, section), key)
+        assert big < small, (section, key)
 
 
 def test_config_from_toml(tmp_path: Path) -> None:

@@ -654,11 +654,12 @@ def cmd_audit_defense(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _suite_config(args: argparse.Namespace) -> Any:
-    """The audit's settings: defaults or --quick, then --config, then the explicit options."""
+def _suite_config(args: argparse.Namespace, shape: Sequence[int] | None = None) -> Any:
+    """The audit's settings: defaults or --quick (for images of ``shape``), then --config, then
+    the explicit options."""
     from robustlens.evaluation.config import SuiteConfig
 
-    cfg = SuiteConfig.quick() if args.quick else SuiteConfig()
+    cfg = SuiteConfig.quick(shape) if args.quick else SuiteConfig()
     if args.config:
         cfg = SuiteConfig.from_toml(args.config, base=cfg)
     given: dict[str, Any] = {} if args.seed is None else {"seed": args.seed}
@@ -759,6 +760,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     model, ds = _fit_classes(args, loaded, ds, device)
     if isinstance(ds, data.ImageDataset):  # files are read batch by batch onto the device
         ds = ds.to(device)
+    if args.quick:  # smaller samples still for ImageNet-sized images (the same data limit)
+        cfg = _suite_config(args, ds.shape)
     cfg = _default_budget(args, cfg, ds.shape)
 
     def train() -> Any:
