@@ -29,7 +29,15 @@ from robustlens.bias.labels import (
     multilabel_accuracy,
     topk_accuracy,
 )
-from robustlens.bias.shape import ShapeBias, shape_bias, shape_bias_from_decisions
+from robustlens.bias.shape import (
+    REFERENCES_16,
+    ShapeBias,
+    ShapeBiasReference,
+    imagenet_16_probabilities,
+    shape_bias,
+    shape_bias_from_decisions,
+    shape_bias_imagenet,
+)
 from robustlens.bias.spurious import CueReliance, cue_reliance
 from robustlens.bias.superpixels import (
     SuperpixelAttributes,
@@ -43,6 +51,7 @@ from robustlens.bias.superpixels import (
 __all__: list[str] = [
     "CORRUPTIONS",
     "FASHION_MNIST",
+    "REFERENCES_16",
     "Ambiguous",
     "Balance",
     "Corruption",
@@ -53,6 +62,7 @@ __all__: list[str] = [
     "NameThatDataset",
     "RandomVsAdversarial",
     "ShapeBias",
+    "ShapeBiasReference",
     "SuperpixelAttributes",
     "SuperpixelStats",
     "ambiguous",
@@ -62,12 +72,14 @@ __all__: list[str] = [
     "cross_dataset_matrix",
     "cue_reliance",
     "harmonize",
+    "imagenet_16_probabilities",
     "multilabel_accuracy",
     "name_that_dataset",
     "patch_mask",
     "random_vs_adversarial",
     "shape_bias",
     "shape_bias_from_decisions",
+    "shape_bias_imagenet",
     "shuffle_baseline",
     "superpixel_attributes",
     "superpixel_statistics",

@@ -12,7 +12,10 @@ always follows the shape, 0 always the texture. People score about 0.96 on Geirh
 ImageNet ResNet-50 about 0.22.
 
 :func:`shape_bias_from_decisions` is the pure metric; :func:`shape_bias` runs a model on
-:func:`robustlens.data.cue_conflict` stimuli and calls it.
+:func:`robustlens.data.cue_conflict` stimuli and calls it. For an ImageNet model,
+:func:`shape_bias_imagenet` measures it on Geirhos' own stimuli
+(:func:`robustlens.data.open_cue_conflict`), its 1000 outputs read as the 16 categories by
+:func:`imagenet_16_probabilities`, and sets the published reference points beside the score.
 
 Example:
     >>> import torch
@@ -25,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +39,52 @@ from torch import Tensor, nn
 from robustlens._checks import check_model, model_device
 from robustlens._runtime import batched_logits
 from robustlens.data.cue_conflict import CueConflict
-from robustlens.errors import DTypeError, LabelError, ModelOutputError, ParameterError
+from robustlens.data.geirhos import CATEGORIES_16, IMAGENET_16, CueConflictFiles
+from robustlens.data.stream import model_outputs
+from robustlens.errors import (
+    DataFileError,
+    DTypeError,
+    LabelError,
+    ModelOutputError,
+    ParameterError,
+    ShapeError,
+)
 
-__all__ = ["ShapeBias", "shape_bias", "shape_bias_from_decisions"]
+__all__ = [
+    "GEIRHOS_2019",
+    "REFERENCES_16",
+    "ShapeBias",
+    "ShapeBiasReference",
+    "imagenet_16_probabilities",
+    "shape_bias",
+    "shape_bias_from_decisions",
+    "shape_bias_imagenet",
+]
+
+GEIRHOS_2019 = (
+    "Geirhos et al. 2019, ImageNet-trained CNNs are biased towards texture; increasing shape "
+    "bias improves accuracy and robustness (ICLR)"
+)
+
+
+@dataclass(frozen=True)
+class ShapeBiasReference:
+    """A published shape bias on the same stimuli: who (``observer``), the score, the source."""
+
+    observer: str
+    score: float
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"observer": self.observer, "score": self.score, "source": self.source}
+
+
+REFERENCES_16: tuple[ShapeBiasReference, ...] = (
+    ShapeBiasReference("humans", 0.96, GEIRHOS_2019),
+    ShapeBiasReference("ResNet-50 (ImageNet)", 0.22, GEIRHOS_2019),
+)
+"""The reference points on Geirhos' 16-category cue-conflict stimuli: people (about 0.96, the
+mean of their observers) and a standard ImageNet-trained ResNet-50 (about 0.22)."""
 
 
 def _ratio(num: float, den: float) -> float:
@@ -55,7 +102,9 @@ class ShapeBias:
     ``score`` = shape / (shape + texture decisions), NaN when the model made neither;
     ``shape_fraction``, ``texture_fraction`` and ``other_fraction`` divide the ``n`` conflicting
     stimuli by the model's answer (they sum to 1). The per-class counts (int64 ``(K,)``) group
-    the conflicting stimuli by their **shape** class, as Geirhos et al. plot them.
+    the conflicting stimuli by their **shape** class, as Geirhos et al. plot them. ``stimuli``
+    says which stimuli were used and ``references`` holds published scores on the same stimuli
+    (both empty unless the producer knows them, as :func:`shape_bias_imagenet` does).
     """
 
     score: float
@@ -67,6 +116,8 @@ class ShapeBias:
     class_n: Tensor  # (K,) conflicting stimuli per shape class
     class_shape: Tensor  # (K,) shape decisions per shape class
     class_texture: Tensor  # (K,) texture decisions per shape class
+    stimuli: str = ""
+    references: tuple[ShapeBiasReference, ...] = ()
 
     @property
     def class_score(self) -> Tensor:
@@ -86,7 +137,7 @@ class ShapeBias:
                 "shape_fraction": _json_float(_ratio(shape_k, n_k)),
                 "texture_fraction": _json_float(_ratio(texture_k, n_k)),
             }
-        return {
+        out: dict[str, Any] = {
             "score": _json_float(self.score),
             "shape_fraction": self.shape_fraction,
             "texture_fraction": self.texture_fraction,
@@ -94,6 +145,11 @@ class ShapeBias:
             "n": self.n,
             "per_class": per_class,
         }
+        if self.stimuli:
+            out["stimuli"] = self.stimuli
+        if self.references:
+            out["references"] = [r.to_dict() for r in self.references]
+        return out
 
 
 def _int_labels(t: object, name: str, n: int | None, where: str) -> Tensor:
@@ -171,12 +227,15 @@ def shape_bias_from_decisions(
     )
 
 
-def shape_bias(model: nn.Module, stimuli: CueConflict, *, batch_size: int = 256) -> ShapeBias:
+def shape_bias(
+    model: nn.Module, stimuli: CueConflict | CueConflictFiles, *, batch_size: int = 256
+) -> ShapeBias:
     """Shape bias of ``model`` on cue-conflict ``stimuli`` (Geirhos et al. 2018).
 
     The model must classify into the stimuli's ``K`` classes (for instance a model trained on the
     aligned set, ``rl.data.load("shapes-aligned")``). It runs in eval mode, restored afterwards;
-    each batch goes to the model's device.
+    each batch goes to the model's device. Geirhos' own stimuli
+    (:func:`robustlens.data.open_cue_conflict`) go to :func:`shape_bias_imagenet`.
 
     Shape: stimuli.x (N, C, H, W) -> ShapeBias over the conflicting stimuli.
 
@@ -190,10 +249,13 @@ def shape_bias(model: nn.Module, stimuli: CueConflict, *, batch_size: int = 256)
         1.0
     """
     where = "shape_bias"
+    if isinstance(stimuli, CueConflictFiles):
+        return shape_bias_imagenet(model, stimuli, batch_size=batch_size)
     model = check_model(model, where=where)
     if not isinstance(stimuli, CueConflict):
         raise DTypeError(
-            f"{where}: 'stimuli' must be a CueConflict from rl.data.cue_conflict(n, ...), got "
+            f"{where}: 'stimuli' must be a CueConflict from rl.data.cue_conflict(n, ...) or "
+            f"Geirhos' stimuli from rl.data.open_cue_conflict(folder), got "
             f"{type(stimuli).__name__}; for decisions you computed yourself use "
             "shape_bias_from_decisions"
         )
@@ -211,4 +273,151 @@ def shape_bias(model: nn.Module, stimuli: CueConflict, *, batch_size: int = 256)
         stimuli.shape_label,
         stimuli.texture_label,
         classes=list(stimuli.classes),
+    )
+
+
+# --------------------------------------------------------------------------- ImageNet models
+
+
+def _category_weights(device: torch.device) -> Tensor:
+    """``(1000, 16)``: column ``k`` averages the probabilities of category ``k``'s classes."""
+    w = torch.zeros(1000, len(CATEGORIES_16), dtype=torch.float32)
+    for k, members in enumerate(IMAGENET_16.values()):
+        w[list(members), k] = 1.0 / len(members)
+    return w.to(device)
+
+
+def imagenet_16_probabilities(logits: Tensor) -> Tensor:
+    """An ImageNet model's answer read in Geirhos' 16 categories.
+
+    Softmax over the 1000 logits, then, for each category, the **mean** probability of its member
+    classes (:data:`robustlens.data.IMAGENET_16`), as Geirhos et al. aggregate: a category is not
+    favoured for having many members (dog has 109, knife one). The decision is the argmax over
+    the 16; the scores do not sum to 1.
+
+    Shape: logits (N, 1000) -> (N, 16) float32, columns in :data:`robustlens.data.CATEGORIES_16`
+    order.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.zeros(2, 1000)
+        >>> logits[0, 385] = 5.0                       # Indian elephant
+        >>> logits[1, [281, 282, 283]] = 3.0           # three cats
+        >>> p = imagenet_16_probabilities(logits)
+        >>> p.shape, [CATEGORIES_16[k] for k in p.argmax(1).tolist()]
+        (torch.Size([2, 16]), ['elephant', 'cat'])
+    """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        got = logits.dtype if isinstance(logits, Tensor) else type(logits).__name__
+        raise DTypeError(f"imagenet_16_probabilities: logits must be a float tensor, got {got}")
+    if logits.ndim != 2 or logits.shape[1] != 1000:
+        raise ShapeError(
+            f"imagenet_16_probabilities: logits must be (N, 1000) ImageNet-1k outputs, got "
+            f"{tuple(logits.shape)}"
+        )
+    probs = logits.float().softmax(dim=1)
+    return probs @ _category_weights(probs.device)
+
+
+def shape_bias_imagenet(
+    model: nn.Module,
+    stimuli: CueConflictFiles,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    show_progress: bool | None = None,
+) -> ShapeBias:
+    """Shape bias of an ImageNet-1k ``model`` on Geirhos' cue-conflict stimuli (Geirhos et al.
+    2019).
+
+    Each conflicting stimulus (shape and texture categories differ; the others are not shown to
+    the model) is read through its preprocessing, batch by batch; the model's 1000 logits become
+    a decision among the 16 categories (:func:`imagenet_16_probabilities`, then argmax) and
+    :func:`shape_bias_from_decisions` counts shape and texture decisions, overall and per shape
+    category. The result carries the published reference points (:data:`REFERENCES_16`: people
+    about 0.96, ImageNet ResNet-50 about 0.22). The model runs in eval mode, restored afterwards,
+    on ``device`` (default: the model's). Files that do not decode are left out (listed in
+    ``stimuli.files.skipped``).
+
+    Args:
+        model: maps ``(N, C, H, W)`` images in ``[0, 1]`` to ImageNet-1k logits ``(N, 1000)``
+            (normalisation inside, as ``rl.models.load`` returns it).
+        stimuli: from :func:`robustlens.data.open_cue_conflict`, with the model's preprocessing.
+        batch_size: images per forward pass.
+
+    Shape: stimuli of N files -> ShapeBias over the ``n <= N`` conflicting ones, 16 classes.
+
+    Raises:
+        ModelOutputError: the model does not give 1000 outputs.
+        DataFileError: no conflicting stimulus decodes.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> from PIL import Image
+        >>> from robustlens.data import Preprocessing, open_cue_conflict
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("cat1-elephant1.png", "cat2-dog1.png", "cat3-cat1.png"):
+        ...     (root / "cat").mkdir(exist_ok=True)
+        ...     Image.new("RGB", (24, 24), "grey").save(root / "cat" / name)
+        >>> stim = open_cue_conflict(root, preprocessing=Preprocessing(input_size=(8, 8)))
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1000))
+        >>> res = shape_bias_imagenet(model, stim)
+        >>> res.n, len(res.classes), [r.observer for r in res.references]
+        (2, 16, ['humans', 'ResNet-50 (ImageNet)'])
+        >>> round(res.shape_fraction + res.texture_fraction + res.other_fraction, 6)
+        1.0
+    """
+    where = "shape_bias_imagenet"
+    model = check_model(model, where=where)
+    if not isinstance(stimuli, CueConflictFiles):
+        raise DTypeError(
+            f"{where}: 'stimuli' must be Geirhos' stimuli from rl.data.open_cue_conflict(folder), "
+            f"got {type(stimuli).__name__}"
+        )
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ParameterError(f"{where}: 'batch_size' must be an int >= 1, got {batch_size!r}")
+    shown = stimuli[stimuli.conflicting]
+    if len(shown) == 0:
+        raise ParameterError(
+            f"{where}: none of the {len(stimuli)} stimuli conflicts (each has the same shape and "
+            "texture category); give the full stimuli folder"
+        )
+
+    def decide(logits: Tensor) -> Tensor:
+        if logits.shape[1] != 1000:
+            raise ModelOutputError(
+                f"{where}: the model has {logits.shape[1]} outputs but the 16-category mapping "
+                "reads ImageNet-1k's 1000; give an ImageNet classifier (for a model of other "
+                "classes use rl.bias.shape_bias on stimuli of its own classes)"
+            )
+        return imagenet_16_probabilities(logits).argmax(dim=1)
+
+    decisions, read = model_outputs(
+        model,
+        shown.files,
+        decide,
+        batch_size=batch_size,
+        device=device,
+        show_progress=show_progress,
+        desc="shape bias",
+    )
+    if len(read) == 0:
+        raise DataFileError(
+            f"{where}: none of the {len(shown)} conflicting stimuli decodes; first error: "
+            f"{shown.files.skipped[0].error if shown.files.skipped else 'unknown'}"
+        )
+    res = shape_bias_from_decisions(
+        decisions.long(),
+        shown.shape_label[read],
+        shown.texture_label[read],
+        classes=list(CATEGORIES_16),
+    )
+    return dataclasses.replace(
+        res,
+        stimuli=(
+            f"Geirhos et al.'s cue-conflict stimuli ({len(read)} conflicting of {len(stimuli)} "
+            "files, 16 categories, ImageNet classes averaged per category)"
+        ),
+        references=REFERENCES_16,
     )

@@ -30,6 +30,13 @@ from robustlens.data.dataset import ImageDataset
 from robustlens.data.digits import load_digits
 from robustlens.data.files import ImageFiles, SkippedFile, open_folder
 from robustlens.data.folder import load_folder
+from robustlens.data.geirhos import (
+    CATEGORIES_16,
+    IMAGENET_16,
+    CueConflictFiles,
+    open_cue_conflict,
+    parse_stimulus_name,
+)
 from robustlens.data.idx import read_idx, write_idx
 from robustlens.data.imagenet import imagenet_names, imagenet_wnids, map_to_imagenet, read_class_map
 from robustlens.data.mnist import load_idx_dataset
@@ -50,8 +57,11 @@ from robustlens.errors import ParameterError
 from robustlens.registry import Registry
 
 __all__ = [
+    "CATEGORIES_16",
+    "IMAGENET_16",
     "Batch",
     "CueConflict",
+    "CueConflictFiles",
     "ImageData",
     "ImageDataset",
     "ImageFiles",
@@ -72,7 +82,9 @@ __all__ = [
     "map_to_imagenet",
     "model_outputs",
     "names",
+    "open_cue_conflict",
     "open_folder",
+    "parse_stimulus_name",
     "plant_cue",
     "predict",
     "read_class_map",

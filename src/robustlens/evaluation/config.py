@@ -228,8 +228,9 @@ class ExplainConfig(_Section):
 class BiasConfig(_Section):
     """Corruptions (mCE against ``baseline``, a zoo name or checkpoint, when given), random vs
     adversarial noise, ambiguous images, the class hierarchy (Fashion-MNIST), the shape bias
-    (of the model if it classifies the cue-conflict shapes, else of the zoo's shapes-cnn),
-    reliance on a planted ``cue``, and superpixel statistics over classes."""
+    (of the model if it classifies the synthetic cue-conflict shapes, or of an ImageNet model on
+    Geirhos' stimuli in the ``cue_conflict`` folder; else skipped with the reason), reliance on a
+    planted ``cue``, and superpixel statistics over classes."""
 
     section: ClassVar[str] = "bias"
     minimums: ClassVar[dict[str, int]] = {
@@ -243,7 +244,13 @@ class BiasConfig(_Section):
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     baseline: str = ""
     shape_bias: bool = True
+    #: Stimuli the shape bias is measured on: the synthetic ones drawn, or at most this many of
+    #: the ``cue_conflict`` folder's conflicting ones (a seeded draw over shape categories; the
+    #: published set has 1200: set 1200 to use them all).
     shape_stimuli: int = 500
+    #: Geirhos' cue-conflict stimuli for an ImageNet model (``stimuli/style-transfer-preprocessed-
+    #: 512`` of github.com/rgeirhos/texture-vs-shape; ``robustlens audit --cue-conflict DIR``).
+    cue_conflict: str = ""
     #: A cue the model was trained with ("patch", "tint", "brightness", "background"): its
     #: reliance on it is measured on cue-aligned vs cue-conflicting test images. "" skips it.
     cue: str = ""
@@ -273,6 +280,11 @@ class BiasConfig(_Section):
         if not isinstance(self.baseline, str):
             raise _fail(
                 self.section, f"'baseline' must be a zoo name or a path, got {self.baseline!r}"
+            )
+        if not isinstance(self.cue_conflict, str):
+            raise _fail(
+                self.section,
+                f"'cue_conflict' must be the path of the stimuli folder, got {self.cue_conflict!r}",
             )
 
 

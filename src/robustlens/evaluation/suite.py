@@ -13,8 +13,9 @@ Sections, in order (each one's settings in :class:`~robustlens.evaluation.config
 - ``explanations``: LIME on a few test images with faithfulness and stability.
 - ``bias``: corruption robustness (with mCE against a baseline when given), random vs adversarial
   noise, ambiguous test images, for Fashion-MNIST accuracy at the levels of its class hierarchy,
-  the shape bias (of the model if it classifies the cue-conflict shapes, else skipped with the
-  reason), reliance on a planted cue, and superpixel statistics over classes.
+  the shape bias (of the model if it classifies the synthetic cue-conflict shapes, of an
+  ImageNet model on Geirhos' stimuli when their folder is given, else skipped with the reason),
+  reliance on a planted cue, and superpixel statistics over classes.
 
 Sections hold numbers; the images they show (gallery, explained images and their segments,
 superpixel examples and masks, ambiguous images) are tensors in the section's dict. With ``out``,
@@ -58,7 +59,7 @@ from robustlens.data.dataset import ImageDataset
 from robustlens.data.files import ImageFiles
 from robustlens.data.stream import ImageData, fingerprint, in_memory, predict
 from robustlens.evaluation.clean import clean_accuracy
-from robustlens.evaluation.config import SuiteConfig
+from robustlens.evaluation.config import BiasConfig, SuiteConfig
 from robustlens.evaluation.curves import accuracy_vs_distance, robust_accuracy_curve
 from robustlens.evaluation.distributed import Group, group
 from robustlens.evaluation.runner import Evaluation, evaluate, model_fingerprint
@@ -202,6 +203,10 @@ def _check_suite(
             "run_suite: the quilting defense builds its database from clean training images; "
             "pass train=lambda: rl.data.load(name, split='train')"
         )
+    if cfg.bias.enabled and cfg.bias.shape_bias and cfg.bias.cue_conflict:
+        from robustlens.data import open_cue_conflict
+
+        open_cue_conflict(cfg.bias.cue_conflict)  # names and layout, before hours of work
     if cfg.bias.enabled and cfg.bias.baseline:
         from robustlens.models.zoo import ZOO
 
@@ -722,7 +727,7 @@ def bias_section(
             item["image"] = ds[item["index"]][0].cpu()  # a tensor: stored as a file
         out["ambiguous"] = {"n": len(ds), "items": items}
     if bc.shape_bias:
-        out.update(_shape_bias(model, ds, bc.shape_stimuli, seed, log))
+        out.update(_shape_bias(model, ds, bc, seed, log))
     if bc.cue:
         log(f"reliance on a planted {bc.cue} cue")
         # The cue is planted in every image: streamed data gets the corruption sample's.
@@ -794,21 +799,64 @@ def _lime_flags_kept() -> Iterator[None]:
         yield
 
 
-def _shape_bias(model: nn.Module, ds: ImageData, n: int, seed: int, log: Log) -> dict[str, Any]:
-    """The Geirhos shape bias of ``model`` when it classifies the cue-conflict classes; otherwise
+def _shape_bias(
+    model: nn.Module, ds: ImageData, bc: BiasConfig, seed: int, log: Log
+) -> dict[str, Any]:
+    """The Geirhos shape bias of ``model``: on the synthetic stimuli when it classifies their
+    classes, on Geirhos' stimuli (``bc.cue_conflict``) when it is an ImageNet-1k model; otherwise
     the section is skipped with the reason (never another model's bias in its place)."""
-    from robustlens.bias import shape_bias
+    from robustlens.bias import shape_bias, shape_bias_imagenet
     from robustlens.data import cue_conflict
+    from robustlens.data.geirhos import STIMULI_URL
+    from robustlens.models import ClassMapped
 
+    n = bc.shape_stimuli
     probe = cue_conflict(2, seed=seed)
-    c, h, _ = ds.shape
-    if ds.classes != probe.classes:
+    c, h, w = ds.shape
+    if ds.classes == probe.classes:
+        log(f"shape bias of the audited model on {n} cue-conflict stimuli")
+        stimuli = cue_conflict(n, size=h, channels=c, seed=seed, device=_device(ds, model))
+        return {"shape_bias": {"audited model": shape_bias(model, stimuli).to_dict()}}
+    # A model audited on part of its classes is measured on all of them.
+    full = model.model if isinstance(model, ClassMapped) else model
+    outputs = batched_logits(full, torch.zeros(1, c, h, w, device=_device(ds, model))).shape[1]
+    if outputs != 1000:
         reason = (
-            "skipped: the audited model does not classify the cue-conflict classes "
-            f"({', '.join(probe.classes)}), so its shape bias cannot be measured on these stimuli"
+            "skipped: the audited model does not classify the synthetic cue-conflict classes "
+            f"({', '.join(probe.classes)}) nor the 1000 ImageNet classes (it has {outputs} "
+            "outputs), so its shape bias cannot be measured on either set of stimuli"
         )
-        log(f"shape bias {reason}")
-        return {"shape_bias_note": {"note": reason}}
-    log(f"shape bias of the audited model on {n} cue-conflict stimuli")
-    stimuli = cue_conflict(n, size=h, channels=c, seed=seed, device=_device(ds, model))
-    return {"shape_bias": {"audited model": shape_bias(model, stimuli).to_dict()}}
+    elif not bc.cue_conflict:
+        reason = (
+            "skipped: the audited model is an ImageNet (1000-class) model, whose shape bias is "
+            "measured on Geirhos et al.'s cue-conflict stimuli; robustlens does not ship them: "
+            f"git clone {STIMULI_URL} and pass --cue-conflict "
+            "texture-vs-shape/stimuli/style-transfer-preprocessed-512 (or cue_conflict in the "
+            "suite file's [bias] table)"
+        )
+    else:
+        from robustlens.data import Preprocessing, open_cue_conflict
+
+        pre = (
+            ds.preprocessing
+            if isinstance(ds, ImageFiles)
+            else Preprocessing(input_size=(h, w), channels=c)
+        )
+        every = open_cue_conflict(bc.cue_conflict, preprocessing=pre)
+        conflicting = every[every.conflicting]
+        chosen = conflicting.subset(n, seed=seed)
+        log(f"shape bias of the audited model on {len(chosen)} of Geirhos' cue-conflict stimuli")
+        result = shape_bias_imagenet(full, chosen, device=_device(ds, model)).to_dict()
+        sample = (
+            f"a seeded sample of {len(chosen)} of the {len(conflicting)} conflicting ones "
+            "([bias] shape_stimuli sets how many)"
+            if len(chosen) < len(conflicting)
+            else f"all {len(conflicting)} conflicting ones"
+        )
+        result["stimuli"] = (
+            f"Geirhos et al.'s cue-conflict stimuli in {bc.cue_conflict}: {sample}, read in the "
+            "16 categories (mean probability of each category's ImageNet classes)"
+        )
+        return {"shape_bias": {"audited model": result}}
+    log(f"shape bias {reason}")
+    return {"shape_bias_note": {"note": reason}}

@@ -645,20 +645,45 @@ def defense_figure(accuracy: Mapping[str, Mapping[str, float | None]]) -> Figure
 # --------------------------------------------------------------------------- biases
 
 
-def shape_bias_figure(scores: Mapping[str, float | None]) -> Figure:
+def shape_bias_figure(
+    scores: Mapping[str, float | None], references: Mapping[str, float] | None = None
+) -> Figure:
     """Horizontal bars of shape bias (0: texture only, 1: shape only) per model, with the human
-    reference (:data:`HUMAN_SHAPE_BIAS`, Geirhos et al. 2019)."""
+    reference (:data:`HUMAN_SHAPE_BIAS`, Geirhos et al. 2019) as a line, or, when the scores were
+    measured on stimuli with published ``references`` (``{observer: score}``), those drawn as
+    hatched grey bars beside the models'.
+
+    Example:
+        >>> fig = shape_bias_figure({"audited model": 0.3}, {"humans": 0.96, "ResNet-50": 0.22})
+        >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        ['audited model', 'humans', 'ResNet-50']
+    """
     names = [n for n, v in scores.items() if v is not None]
     values = [float(v) for v in scores.values() if v is not None]
-    fig = _figure(6.0, 1.8 + 0.45 * max(len(names), 1))
+    refs = dict(references or {})
+    fig = _figure(6.0, 1.8 + 0.45 * max(len(names) + len(refs), 1))
     ax = fig.add_subplot()
-    bars = ax.barh(range(len(names)), values, color="#4c72b0")
+    bars = ax.barh(range(len(names)), values, color="#4c72b0", label="measured here")
     ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
-    ax.axvline(HUMAN_SHAPE_BIAS, color="#c0392b", linestyle="--", label="humans (about 0.96)")
-    ax.set_yticks(range(len(names)), [label(n, 30) for n in names], fontsize=8)
+    ticks = [label(n, 30) for n in names]
+    if refs:
+        at = range(len(names), len(names) + len(refs))
+        ref_bars = ax.barh(
+            at,
+            [float(v) for v in refs.values()],
+            color="#d0d0d0",
+            edgecolor="#707070",
+            hatch="//",
+            label="published reference (source in the text)",
+        )
+        ax.bar_label(ref_bars, fmt="%.2f", fontsize=8, padding=2)
+        ticks += [label(n, 30) for n in refs]
+    else:
+        ax.axvline(HUMAN_SHAPE_BIAS, color="#c0392b", linestyle="--", label="humans (about 0.96)")
+    ax.set_yticks(range(len(ticks)), ticks, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.05)
-    ax.set_xlabel("shape bias: fraction of shape decisions among shape-or-texture decisions")
+    ax.set_xlabel("shape bias = shape / (shape + texture) decisions")
     legend_below(fig, ax)
     ax.grid(axis="x", alpha=0.3)
     return fig

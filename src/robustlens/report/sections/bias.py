@@ -57,8 +57,10 @@ is used as it is).
 
 Rendered as:
 
-* shape bias: bars per model with the human reference (about 0.96), a table per model and one per
-  shape class; the note, when there is one, highlighted;
+* shape bias: bars per model with the human reference (about 0.96), or beside the published
+  reference points the results carry (``references``, e.g. people and ResNet-50 on Geirhos'
+  stimuli, with their source named) and the stimuli they say were used (``stimuli``); a table per
+  model and one per shape class; the note, when there is one, highlighted;
 * corruptions: a heat map of accuracy per corruption and severity and its table (with the mean
   over severities, the corruption error and the relative corruption error; CE and mCE are on
   Hendrycks and Dietterich's scale, 100 meaning as many errors as the baseline);
@@ -169,6 +171,7 @@ AUDITED = "audited model"
 """The name of a cue-reliance measurement that names no model (the audit measures its model)."""
 
 _SHAPE_KEYS = ("score", "shape_fraction", "texture_fraction", "other_fraction", "n", "per_class")
+_SHAPE_CONTEXT = ("stimuli", "references")  # said in sentences and on the plot, not in columns
 _CORRUPTION_KEYS = {  # CorruptionResult.to_dict() and the audit's "baseline"
     "corruptions",  # the keys of "accuracy", in order
     "severities",
@@ -285,6 +288,25 @@ def _score(value: float | None) -> str:
     return MISSING if value is None else f"{value:.3f}"
 
 
+def _shape_references(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[float, str]]:
+    """``{observer: (score, source)}`` of the published points the results carry
+    (``references``: ``[{"observer", "score", "source"}, ...]``), first mention kept."""
+    out: dict[str, tuple[float, str]] = {}
+    for name, r in rows.items():
+        refs = r.get("references")
+        if refs is None:
+            continue
+        for i, ref in enumerate(_records(refs, f"bias.shape_bias[{name!r}].references")):
+            score = as_float(ref.get("score"))
+            if not isinstance(ref.get("observer"), str) or score is None:
+                raise ParameterError(
+                    f"report: bias.shape_bias[{name!r}].references[{i}] must be "
+                    f"{{'observer': str, 'score': number, 'source': str}}, got {ref!r:.80}"
+                )
+            out.setdefault(str(ref["observer"]), (score, str(ref.get("source") or "")))
+    return out
+
+
 def _shape_bias(value: Mapping[str, Any] | None, note: Any) -> list[Block]:
     blocks: list[Block] = [
         Heading("Shape or texture?", id="bias-shape"),
@@ -304,7 +326,23 @@ def _shape_bias(value: Mapping[str, Any] | None, note: Any) -> list[Block]:
     rows_in = shape_bias_rows(value)
     scores = {n: as_float(r.get("score")) for n, r in rows_in.items()}
     other = any("other_fraction" in r for r in rows_in.values())
-    extra = sorted({k for r in rows_in.values() for k in r} - set(_SHAPE_KEYS) - {"model"})
+    extra = sorted(
+        {k for r in rows_in.values() for k in r} - {*_SHAPE_KEYS, *_SHAPE_CONTEXT, "model"}
+    )
+    for name, r in rows_in.items():
+        if isinstance(r.get("stimuli"), str):
+            who = "" if len(rows_in) == 1 else f" ({name})"
+            blocks.append(Paragraph(f"Stimuli{who}: {r['stimuli']}."))
+    references = _shape_references(rows_in)
+    if references:
+        points = ", ".join(f"{who} {score:.2f}" for who, (score, _) in references.items())
+        sources = "; ".join(sorted({src for _, src in references.values() if src}))
+        blocks.append(
+            Paragraph(
+                f"Published shape bias on these stimuli, drawn beside the measurement: {points}"
+                + (f" (source: {sources})." if sources else ".")
+            )
+        )
     rows = [
         [
             name,
@@ -318,7 +356,12 @@ def _shape_bias(value: Mapping[str, Any] | None, note: Any) -> list[Block]:
         for name, r in rows_in.items()
     ]
     blocks += [
-        Image(figure_to_data_uri(shape_bias_figure(scores)), alt="shape bias per model"),
+        Image(
+            figure_to_data_uri(
+                shape_bias_figure(scores, {k: v for k, (v, _) in references.items()})
+            ),
+            alt="shape bias per model" + (" beside the published references" if references else ""),
+        ),
         Table.of(
             [
                 "model",
