@@ -10,10 +10,30 @@ reference): name that dataset, cross-dataset generalisation, class balance vs da
   dataset balance in the pooled set, and how strongly the class depends on the data set once
   they are pooled (dataset balancing is not class balancing).
 
-Data sets of different sizes or channels are brought to one size and channel count first
-(:func:`harmonize`). The classifiers train inside these functions (it is the measurement): a
-multinomial logistic regression on standardised pixels (default, seconds on one CPU core) or the
-``convnet`` architecture for a few epochs.
+Data sets are in memory (:class:`~robustlens.data.ImageDataset`) or image folders streamed from
+disk (:class:`~robustlens.data.ImageFiles`, any image sizes). Either way images are read batch by
+batch and only what the classifier needs is kept: a thumbnail or a feature vector per image, so
+memory is bounded by the batch plus that, never by the full-size images. Two representations:
+
+- **pixels** (default): every image becomes a ``size x size`` thumbnail: shorter side resized to
+  ``size`` (bilinear, anti-aliased), then the centre crop, so framing and aspect are kept rather
+  than squashed. Default ``size``: ``min(32, smallest side)``. 32 is the tiny-image resolution at
+  which Torralba, Fergus and Freeman (2008) found people still recognise scenes and objects: it
+  keeps colour, layout and coarse texture, and a logistic regression on its 3072 values trains in
+  seconds on one core. Data sets smaller than that (the MNIST family: 28x28; scikit-learn's
+  digits: 8x8) keep the old rule, their smallest side. Colour is kept when every data set has it;
+  with one grey data set all become grey (BT.601 luma), since colour alone would name the
+  source.
+- **features** of a frozen backbone: the penultimate features of a model
+  (:func:`robustlens.models.backbone`: the user's model or a torchvision/timm one by spec),
+  computed on images brought to the model's own input geometry and normalisation. Fine texture
+  and object parts that a 32 px thumbnail loses reach the classifier this way. A library model
+  without trained weights has seeded random weights: its features are no meaningful backbone,
+  and the result says so (``warnings``).
+
+The classifiers train inside these functions (it is the measurement): a multinomial logistic
+regression on standardised pixels or features (default, seconds on one CPU core) or, on pixels,
+the ``convnet`` architecture for a few epochs. Every result records which (``description``).
 
 Example:
     >>> import robustlens as rl
@@ -22,23 +42,28 @@ Example:
     >>> res = name_that_dataset([digits, printed], per_dataset=300, seed=0)
     >>> res.chance, res.accuracy > 0.9
     (0.5, True)
+    >>> res.description
+    'logistic regression on 8x8 grey thumbnails (shorter side resized to 8, centre crop)'
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from robustlens.data.dataset import ImageDataset
-from robustlens.errors import DTypeError, LabelError, ParameterError
+from robustlens.data.files import ImageFiles
+from robustlens.data.preprocess import Preprocessing
+from robustlens.errors import DataFileError, DTypeError, LabelError, ParameterError
 
 __all__ = [
+    "THUMBNAIL_SIZE",
     "Balance",
     "CrossDataset",
     "NameThatDataset",
@@ -50,29 +75,43 @@ __all__ = [
 
 Classifier = Literal["logistic", "convnet"]
 Predict = Callable[[Tensor], Tensor]
+Data = ImageDataset | ImageFiles
+
+THUMBNAIL_SIZE = 32
+"""Default thumbnail side of the pixel representation (see the module docstring)."""
+
+_CLASSIFIER_NAMES = {"logistic": "logistic regression", "convnet": "small convnet"}
 
 
 # --------------------------------------------------------------------------- preparation
 
 
-def _check_datasets(datasets: Any, where: str, minimum: int) -> list[ImageDataset]:
-    if isinstance(datasets, ImageDataset) or not isinstance(datasets, Sequence):
+def _check_datasets(datasets: Any, where: str, minimum: int) -> list[Data]:
+    if isinstance(datasets, ImageDataset | ImageFiles) or not isinstance(datasets, Sequence):
         raise DTypeError(
-            f"{where}: datasets must be a list of ImageDataset, got {type(datasets).__name__}"
+            f"{where}: datasets must be a list of ImageDataset or ImageFiles, got "
+            f"{type(datasets).__name__}"
         )
     out = list(datasets)
     for i, ds in enumerate(out):
-        if not isinstance(ds, ImageDataset):
+        if not isinstance(ds, ImageDataset | ImageFiles):
             raise DTypeError(
-                f"{where}: datasets[{i}] must be an ImageDataset, got {type(ds).__name__}; wrap "
-                "tensors with robustlens.data.ImageDataset(x, y)"
+                f"{where}: datasets[{i}] must be an ImageDataset or ImageFiles, got "
+                f"{type(ds).__name__}; wrap tensors with robustlens.data.ImageDataset(x, y), "
+                "open folders with robustlens.data.open_folder(path)"
             )
     if len(out) < minimum:
-        raise ParameterError(f"{where}: give at least {minimum} data sets, got {len(out)}")
+        raise ParameterError(
+            f"{where}: give at least {minimum} data sets, got {len(out)}"
+            + ("; the measurement compares data sets with each other" if minimum > 1 else "")
+        )
+    for ds in out:
+        if len(ds) == 0:
+            raise ParameterError(f"{where}: data set {ds.name!r} holds no image")
     return out
 
 
-def _names(datasets: list[ImageDataset]) -> list[str]:
+def _names(datasets: Sequence[Data]) -> list[str]:
     """Data-set names, made unique with a suffix where two share one."""
     names: list[str] = []
     for ds in datasets:
@@ -83,14 +122,111 @@ def _names(datasets: list[ImageDataset]) -> list[str]:
     return names
 
 
-def harmonize(
-    datasets: Sequence[ImageDataset], *, size: int | None = None, channels: int | None = None
-) -> list[ImageDataset]:
-    """The data sets resized to ``size x size`` and converted to ``channels`` channels.
+def _side(ds: Data) -> int | None:
+    """The smallest image side of ``ds`` when known without decoding (``None``: folders of
+    images at their own, mixed sizes)."""
+    if isinstance(ds, ImageDataset):
+        return min(ds.shape[1:])
+    size = ds.preprocessing.input_size
+    return None if size is None else min(int(s) for s in size)
 
-    Defaults: the smallest side and the fewest channels among the data sets, so no data set gains
-    detail or colour the others lack. Resizing is bilinear with anti-aliasing (area-like when
-    shrinking); colour becomes grey by BT.601 luma, grey becomes colour by repetition.
+
+def _channel_count(ds: Data) -> int:
+    return ds.shape[0] if isinstance(ds, ImageDataset) else ds.preprocessing.channels
+
+
+def _default_geometry(
+    dss: Sequence[Data], size: int | None, channels: int | None, where: str
+) -> tuple[int, int]:
+    """``(size, channels)``: the caller's, or ``min(THUMBNAIL_SIZE, smallest side)`` and the
+    fewest channels among the data sets, validated."""
+    if size is None:
+        size = min([THUMBNAIL_SIZE] + [s for s in map(_side, dss) if s is not None])
+    if channels is None:
+        channels = min(_channel_count(d) for d in dss)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
+        raise ParameterError(f"{where}: 'size' must be an int >= 4, got {size!r}")
+    if channels not in (1, 3):
+        raise ParameterError(f"{where}: 'channels' must be 1 or 3, got {channels!r}")
+    return size, channels
+
+
+def _convert_channels(x: Tensor, channels: int, name: str, where: str) -> Tensor:
+    """Colour to grey by BT.601 luma, grey to colour by repetition."""
+    if x.shape[1] == channels:
+        return x
+    if channels == 1 and x.shape[1] == 3:
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+        return (x * w.view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if channels == 3 and x.shape[1] == 1:
+        return x.expand(-1, 3, -1, -1)
+    raise ParameterError(f"{where}: {name!r} has {x.shape[1]} channels; only 1 and 3 convert")
+
+
+def _shrink(x: Tensor, size: int) -> Tensor:
+    """Images of one size to ``size x size``: square ones resized (bilinear, anti-aliased), others
+    resized on their shorter side and centre-cropped."""
+    h, w = int(x.shape[2]), int(x.shape[3])
+    if (h, w) == (size, size):
+        return x
+    if h == w:
+        y = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+        return y.clamp(0, 1)
+    pre = Preprocessing(input_size=(size, size), resize=size, channels=int(x.shape[1]))
+    return pre.apply_to(x)
+
+
+def _thumbnail_preprocessing(size: int, channels: int) -> Preprocessing:
+    """The geometry of the pixel representation: shorter side to ``size``, centre crop."""
+    return Preprocessing(
+        input_size=(size, size), resize=size, channels=channels, source="dataset-bias thumbnails"
+    )
+
+
+def _thumbnails(
+    ds: Data, size: int, channels: int, batch_size: int, desc: str = "thumbnails"
+) -> tuple[Tensor, Tensor, int]:
+    """``(x (N, channels, size, size), y (N,), files skipped)``, read batch by batch."""
+    from robustlens.data.stream import batches
+
+    where = "thumbnails"
+    source: Data = (
+        ds.with_preprocessing(_thumbnail_preprocessing(size, channels))
+        if isinstance(ds, ImageFiles)
+        else ds
+    )
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    for batch in batches(source, batch_size, desc=desc):
+        x = batch.x
+        if isinstance(source, ImageDataset):
+            x = _shrink(_convert_channels(x, channels, ds.name, where), size)
+        xs.append(x.contiguous())
+        ys.append(batch.y)
+    skipped = len(source.skipped) if isinstance(source, ImageFiles) else 0
+    if not xs:
+        return torch.zeros(0, channels, size, size), torch.zeros(0, dtype=torch.long), skipped
+    return torch.cat(xs), torch.cat(ys), skipped
+
+
+def harmonize(
+    datasets: Sequence[Data],
+    *,
+    size: int | None = None,
+    channels: int | None = None,
+    batch_size: int = 256,
+) -> list[ImageDataset]:
+    """The data sets as ``size x size`` thumbnails with ``channels`` channels, in memory.
+
+    Defaults: ``min(THUMBNAIL_SIZE, smallest side)`` (32 for photos; the smallest side for the
+    MNIST family and smaller) and the fewest channels among the data sets, so no data set gains
+    detail or colour the others lack. Square images are resized (bilinear, anti-aliased: area-like
+    when shrinking); others have their shorter side resized and are centre-cropped, as photos
+    are for a model. Colour becomes grey by BT.601 luma, grey becomes colour by repetition.
+    Folders (:class:`~robustlens.data.ImageFiles`) are decoded batch by batch straight to the
+    thumbnails; their unreadable files are left out.
 
     Shape: each (N_i, C_i, H_i, W_i) -> (N_i, channels, size, size).
 
@@ -103,42 +239,24 @@ def harmonize(
     """
     where = "harmonize"
     dss = _check_datasets(datasets, where, 1)
-    size = min(min(d.shape[1:]) for d in dss) if size is None else size
-    channels = min(d.shape[0] for d in dss) if channels is None else channels
-    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
-        raise ParameterError(f"{where}: 'size' must be an int >= 4, got {size!r}")
-    if channels not in (1, 3):
-        raise ParameterError(f"{where}: 'channels' must be 1 or 3, got {channels!r}")
+    size, channels = _default_geometry(dss, size, channels, where)
+    _check_batch_size(batch_size, where)
     out = []
     for ds in dss:
-        x = ds.x
-        if x.shape[1] != channels:
-            if channels == 1:
-                if x.shape[1] != 3:
-                    raise ParameterError(
-                        f"{where}: {ds.name!r} has {x.shape[1]} channels; only 1 and 3 convert"
-                    )
-                w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
-                x = (x * w.view(1, 3, 1, 1)).sum(1, keepdim=True)
-            elif x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            else:
-                raise ParameterError(
-                    f"{where}: {ds.name!r} has {x.shape[1]} channels; only 1 and 3 convert"
-                )
-        if tuple(x.shape[2:]) != (size, size):
-            x = F.interpolate(
-                x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-            )
-        out.append(
-            ImageDataset(x.clamp(0, 1).contiguous(), ds.y, classes=list(ds.classes), name=ds.name)
-        )
+        x, y, _ = _thumbnails(ds, size, channels, batch_size, desc=f"{ds.name}: thumbnails")
+        out.append(ImageDataset(x, y, classes=list(ds.classes), name=ds.name))
     return out
 
 
+def _check_batch_size(batch_size: Any, where: str) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(f"{where}: 'batch_size' must be an int >= 1, got {batch_size!r}")
+
+
 def _train_test(
-    ds: ImageDataset, per_dataset: int | None, test_fraction: float, seed: int
-) -> tuple[ImageDataset, ImageDataset]:
+    ds: Data, per_dataset: int | None, test_fraction: float, seed: int
+) -> tuple[Data, Data]:
+    """Sample and split ``ds`` by its labels alone: nothing is decoded yet."""
     if per_dataset is not None:
         ds = ds.subset(per_dataset, seed=seed)
     if len(ds) < 2:
@@ -154,6 +272,7 @@ def _check_common(
     classifier: str,
     epochs: int | None,
     seed: int,
+    batch_size: int,
 ) -> None:
     if per_dataset is not None and (
         isinstance(per_dataset, bool) or not isinstance(per_dataset, int) or per_dataset < 2
@@ -179,6 +298,116 @@ def _check_common(
         raise ParameterError(f"{where}: 'epochs' must be an int >= 1 or None, got {epochs!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ParameterError(f"{where}: 'seed' must be an int, got {seed!r}")
+    _check_batch_size(batch_size, where)
+
+
+# --------------------------------------------------------------------------- representations
+
+Features = Any
+"""``"pixels"``, or a backbone: a model spec, an ``rl.models.LoadedModel``, an ``nn.Module``
+whose geometry it knows, or an ``rl.models.Backbone``."""
+
+
+@dataclass(frozen=True)
+class _Representation:
+    """What the classifier sees: thumbnails (``backbone is None``) or a backbone's features."""
+
+    size: int
+    channels: int
+    batch_size: int
+    backbone: Any = None  # robustlens.models.features.Backbone
+
+    def encode(self, ds: Data, desc: str) -> tuple[Tensor, Tensor, int]:
+        """``(x, y, files skipped)`` of ``ds``, batch by batch."""
+        if self.backbone is not None:
+            return self.backbone.features(ds, batch_size=self.batch_size, desc=f"{desc} features")
+        return _thumbnails(ds, self.size, self.channels, self.batch_size, f"{desc} thumbnails")
+
+    @property
+    def features(self) -> str:
+        return "pixels" if self.backbone is None else str(self.backbone.name)
+
+    def describe(self, classifier: str) -> str:
+        name = _CLASSIFIER_NAMES.get(classifier, classifier)
+        if self.backbone is not None:
+            return f"{name} on {self.backbone.describe()}"
+        colour = "RGB" if self.channels == 3 else "grey"
+        return (
+            f"{name} on {self.size}x{self.size} {colour} thumbnails (shorter side resized to "
+            f"{self.size}, centre crop)"
+        )
+
+    def record(self) -> dict[str, Any] | None:
+        return None if self.backbone is None else dict(self.backbone.to_dict())
+
+    @property
+    def warnings(self) -> list[str]:
+        return [] if self.backbone is None else list(self.backbone.warnings)
+
+
+def _representation(
+    dss: Sequence[Data],
+    *,
+    size: int | None,
+    channels: int | None,
+    features: Features,
+    classifier: str,
+    batch_size: int,
+    seed: int,
+    where: str,
+) -> _Representation:
+    if isinstance(features, str) and features == "pixels":
+        size, channels = _default_geometry(dss, size, channels, where)
+        return _Representation(size, channels, batch_size)
+    if features is None or (isinstance(features, str) and not features):
+        raise ParameterError(
+            f"{where}: 'features' must be 'pixels' or a backbone (a model spec such as "
+            f"'torchvision:resnet18', a LoadedModel, a module or rl.models.backbone(...)), got "
+            f"{features!r}"
+        )
+    if size is not None or channels is not None:
+        raise ParameterError(
+            f"{where}: 'size' and 'channels' shape the thumbnails of features='pixels'; a "
+            "backbone takes its own input size (rl.models.backbone(model, input_size=PX))"
+        )
+    if classifier != "logistic":
+        raise ParameterError(
+            f"{where}: on a backbone's features the classifier is a logistic regression; "
+            f"classifier={classifier!r} applies to features='pixels' only"
+        )
+    from robustlens.models.features import Backbone, backbone
+
+    if not isinstance(features, Backbone | str | nn.Module) and not hasattr(features, "module"):
+        raise ParameterError(
+            f"{where}: 'features' must be 'pixels' or a backbone (a model spec, a LoadedModel, "
+            f"an nn.Module or rl.models.backbone(...)), got {type(features).__name__}"
+        )
+    bb = backbone(features, seed=seed)
+    h, _ = bb.preprocessing.input_size or (0, 0)
+    return _Representation(int(h), bb.preprocessing.channels, batch_size, bb)
+
+
+def _encode_parts(
+    rep: _Representation, parts: Sequence[tuple[Data, Data]], names: Sequence[str]
+) -> tuple[list[tuple[Tensor, Tensor, Tensor, Tensor]], list[int]]:
+    """Each data set's train and test parts encoded: ``(x_train, y_train, x_test, y_test)``
+    on one device, and the files skipped per data set."""
+    out: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+    skipped: list[int] = []
+    device: torch.device | None = None
+    for name, (train, test) in zip(names, parts, strict=True):
+        x_tr, y_tr, s_tr = rep.encode(train, f"{name} (train)")
+        x_te, y_te, s_te = rep.encode(test, f"{name} (test)")
+        if len(x_tr) == 0 or len(x_te) == 0:
+            raise DataFileError(
+                f"data set {name!r}: none of the {len(train) if len(x_tr) == 0 else len(test)} "
+                "images drawn for its "
+                f"{'training' if len(x_tr) == 0 else 'test'} part decodes; check its files"
+            )
+        device = device or x_tr.device
+        out.append((x_tr.to(device), y_tr.to(device), x_te.to(device), y_te.to(device)))
+        skipped.append(s_tr + s_te)
+    return out, skipped
 
 
 # --------------------------------------------------------------------------- classifiers
@@ -196,7 +425,8 @@ def _train(
 
 
 def _logistic(x: Tensor, y: Tensor, k: int, iterations: int, l2: float = 1e-2) -> Predict:
-    """Multinomial logistic regression on standardised pixels, L2 penalty ``l2``, L-BFGS."""
+    """Multinomial logistic regression on standardised inputs (pixels or features, flattened),
+    L2 penalty ``l2``, L-BFGS."""
     feats = x.flatten(1).double()
     mean = feats.mean(0)
     std = feats.std(0).clamp_min(1e-3) if len(feats) > 1 else torch.ones_like(mean)
@@ -263,6 +493,10 @@ class NameThatDataset:
     ``confusion[i, j]`` counts test images of data set ``i`` attributed to data set ``j``.
     ``chance`` is the accuracy of always guessing the largest test share (``1 / D`` when
     balanced); ``p_value`` the one-sided binomial probability of reaching ``accuracy`` at chance.
+    ``features`` is ``"pixels"`` or the backbone's name, ``description`` says in words which
+    classifier saw what (``size`` and ``channels``: the thumbnails', or the backbone's input),
+    ``backbone`` records the backbone (its rule, dimension and weights), ``skipped`` the files
+    per data set that did not decode, ``warnings`` what to know before reading the numbers.
     """
 
     names: list[str]
@@ -276,6 +510,11 @@ class NameThatDataset:
     size: int
     channels: int
     classifier: str
+    features: str = "pixels"
+    description: str = ""
+    backbone: dict[str, Any] | None = None
+    skipped: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def per_dataset(self) -> list[float]:
@@ -298,29 +537,46 @@ class NameThatDataset:
             "size": self.size,
             "channels": self.channels,
             "classifier": self.classifier,
+            "features": self.features,
+            "description": self.description,
+            "backbone": self.backbone,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
         }
 
 
 def name_that_dataset(
-    datasets: Sequence[ImageDataset],
+    datasets: Sequence[Data],
     *,
     size: int | None = None,
     channels: int | None = None,
+    features: Features = "pixels",
     per_dataset: int | None = None,
     balanced: bool = True,
     test_fraction: float = 0.3,
     classifier: Classifier = "logistic",
     epochs: int | None = None,
+    batch_size: int = 64,
     seed: int = 0,
 ) -> NameThatDataset:
     """Torralba and Efros' "name that dataset": train a classifier to tell the data sets apart.
 
-    Each data set is harmonised (:func:`harmonize`), reduced to ``per_dataset`` images
-    (stratified by class; default with ``balanced``: the size of the smallest data set, so chance
-    is ``1 / D``; ``balanced=False`` keeps every image and records the imbalance in ``chance``),
-    and split into train and test parts (``test_fraction``). The classifier's labels are the data
-    sets. ``epochs``: L-BFGS iterations of the logistic regression (default 100) or training
-    epochs of the convnet (default 20).
+    Each data set is reduced to ``per_dataset`` images (stratified by class; default with
+    ``balanced``: the size of the smallest data set, so chance is ``1 / D``; ``balanced=False``
+    keeps every image and records the imbalance in ``chance``) and split into train and test
+    parts (``test_fraction``), by the labels alone; only then are the drawn images read, batch by
+    batch (``batch_size``), into what the classifier sees:
+
+    - ``features="pixels"``: ``size x size`` thumbnails with ``channels`` channels (defaults:
+      ``min(32, smallest side)`` and the fewest channels; see the module docstring and
+      :func:`harmonize`), classified by ``classifier``;
+    - a backbone (``"torchvision:resnet18"``, any spec of :func:`robustlens.models.load`, a
+      ``LoadedModel``, or ``rl.models.backbone(model, input_size=..., weights=...)``): its
+      penultimate features at its own input geometry, classified by a logistic regression.
+      A spec without weights is built with random weights drawn from ``seed``.
+
+    The classifier's labels are the data sets. ``epochs``: L-BFGS iterations of the logistic
+    regression (default 100) or training epochs of the convnet (default 20).
 
     Example:
         >>> import robustlens as rl
@@ -331,26 +587,36 @@ def name_that_dataset(
     """
     where = "name_that_dataset"
     dss = _check_datasets(datasets, where, 2)
-    _check_common(where, per_dataset, test_fraction, classifier, epochs, seed)
+    _check_common(where, per_dataset, test_fraction, classifier, epochs, seed, batch_size)
     if not isinstance(balanced, bool):
         raise ParameterError(f"{where}: 'balanced' must be a bool, got {balanced!r}")
-    dss = harmonize(dss, size=size, channels=channels)
+    rep = _representation(
+        dss,
+        size=size,
+        channels=channels,
+        features=features,
+        classifier=classifier,
+        batch_size=batch_size,
+        seed=seed,
+        where=where,
+    )
     names = _names(dss)
     if per_dataset is None and balanced:
         per_dataset = min(len(d) for d in dss)
     parts = [_train_test(d, per_dataset, test_fraction, seed + i) for i, d in enumerate(dss)]
-    x_tr = torch.cat([tr.x for tr, _ in parts])
+    encoded, skipped = _encode_parts(rep, parts, names)
+    x_tr = torch.cat([e[0] for e in encoded])
     y_tr = torch.cat(
         [
-            torch.full((len(tr),), i, dtype=torch.long, device=tr.x.device)
-            for i, (tr, _) in enumerate(parts)
+            torch.full((len(e[0]),), i, dtype=torch.long, device=x_tr.device)
+            for i, e in enumerate(encoded)
         ]
     )
-    x_te = torch.cat([te.x for _, te in parts])
+    x_te = torch.cat([e[2] for e in encoded])
     y_te = torch.cat(
         [
-            torch.full((len(te),), i, dtype=torch.long, device=te.x.device)
-            for i, (_, te) in enumerate(parts)
+            torch.full((len(e[2]),), i, dtype=torch.long, device=x_te.device)
+            for i, e in enumerate(encoded)
         ]
     )
     predict = _train(x_tr, y_tr, len(dss), classifier, epochs, seed)
@@ -366,12 +632,17 @@ def name_that_dataset(
         chance=chance,
         p_value=_binomial_tail(correct, n_test, chance),
         confusion=confusion,
-        counts=[len(tr) + len(te) for tr, te in parts],
+        counts=[len(e[0]) + len(e[2]) for e in encoded],
         n_train=len(y_tr),
         n_test=n_test,
-        size=int(x_te.shape[2]),
-        channels=int(x_te.shape[1]),
+        size=rep.size,
+        channels=rep.channels,
         classifier=classifier,
+        features=rep.features,
+        description=rep.describe(classifier),
+        backbone=rep.record(),
+        skipped=skipped,
+        warnings=rep.warnings,
     )
 
 
@@ -392,6 +663,8 @@ class CrossDataset:
 
     ``drop[i]`` is Torralba and Efros' relative drop: ``(self - others) / self`` with ``self``
     the diagonal ``accuracy[i, i]`` and ``others`` the mean of row ``i`` off the diagonal.
+    ``features``, ``description``, ``backbone``, ``skipped`` and ``warnings`` as in
+    :class:`NameThatDataset`.
     """
 
     names: list[str]
@@ -401,6 +674,11 @@ class CrossDataset:
     size: int
     channels: int
     classifier: str
+    features: str = "pixels"
+    description: str = ""
+    backbone: dict[str, Any] | None = None
+    skipped: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def self_accuracy(self) -> list[float]:
@@ -447,27 +725,35 @@ class CrossDataset:
             "size": self.size,
             "channels": self.channels,
             "classifier": self.classifier,
+            "features": self.features,
+            "description": self.description,
+            "backbone": self.backbone,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
         }
 
 
 def cross_dataset_matrix(
-    datasets: Sequence[ImageDataset],
+    datasets: Sequence[Data],
     *,
     size: int | None = None,
     channels: int | None = None,
+    features: Features = "pixels",
     per_dataset: int | None = None,
     test_fraction: float = 0.3,
     classifier: Classifier = "logistic",
     epochs: int | None = None,
+    batch_size: int = 64,
     seed: int = 0,
 ) -> CrossDataset:
     """Train on each data set, test on every data set: Torralba and Efros' generalisation table.
 
     The data sets must share their label space: the same class names in the same order. Each is
-    harmonised (:func:`harmonize`), reduced to ``per_dataset`` images (stratified; default: the
-    size of the smallest, so every classifier sees as many training images) and split into train
-    and test parts; classifier ``i`` (see :func:`name_that_dataset` for ``classifier`` and
-    ``epochs``) is tested on every test part.
+    reduced to ``per_dataset`` images (stratified; default: the size of the smallest, so every
+    classifier sees as many training images) and split into train and test parts; the drawn
+    images are read batch by batch into thumbnails or a backbone's features (``size``,
+    ``channels``, ``features``, ``classifier`` and ``epochs`` as in :func:`name_that_dataset`),
+    and classifier ``i`` is tested on every test part.
 
     Example:
         >>> import robustlens as rl
@@ -479,7 +765,7 @@ def cross_dataset_matrix(
     """
     where = "cross_dataset_matrix"
     dss = _check_datasets(datasets, where, 2)
-    _check_common(where, per_dataset, test_fraction, classifier, epochs, seed)
+    _check_common(where, per_dataset, test_fraction, classifier, epochs, seed, batch_size)
     first = dss[0].classes
     for ds in dss[1:]:
         if ds.classes != first:
@@ -488,25 +774,45 @@ def cross_dataset_matrix(
                 f"same order); {dss[0].name!r} has {first} but {ds.name!r} has {ds.classes}; "
                 "remap the labels of one of them first"
             )
-    dss = harmonize(dss, size=size, channels=channels)
+    if len(first) < 2:
+        raise LabelError(
+            f"{where}: the data sets have one class ({first}); a classifier of their labels "
+            "needs at least 2 (an ImageFolder with one sub-folder per class)"
+        )
+    rep = _representation(
+        dss,
+        size=size,
+        channels=channels,
+        features=features,
+        classifier=classifier,
+        batch_size=batch_size,
+        seed=seed,
+        where=where,
+    )
     names = _names(dss)
     if per_dataset is None:
         per_dataset = min(len(d) for d in dss)
     parts = [_train_test(d, per_dataset, test_fraction, seed + i) for i, d in enumerate(dss)]
+    encoded, skipped = _encode_parts(rep, parts, names)
     k = len(first)
     acc = torch.zeros(len(dss), len(dss), dtype=torch.float64)
-    for i, (train, _) in enumerate(parts):
-        predict = _train(train.x, train.y, k, classifier, epochs, seed)
-        for j, (_, test) in enumerate(parts):
-            acc[i, j] = (predict(test.x) == test.y).double().mean().cpu()
+    for i, (x_tr, y_tr, _, _) in enumerate(encoded):
+        predict = _train(x_tr, y_tr, k, classifier, epochs, seed)
+        for j, (_, _, x_te, y_te) in enumerate(encoded):
+            acc[i, j] = (predict(x_te) == y_te).double().mean().cpu()
     return CrossDataset(
         names=names,
         accuracy=acc,
-        n_train=[len(tr) for tr, _ in parts],
-        n_test=[len(te) for _, te in parts],
-        size=int(dss[0].x.shape[2]),
-        channels=int(dss[0].x.shape[1]),
+        n_train=[len(e[0]) for e in encoded],
+        n_test=[len(e[2]) for e in encoded],
+        size=rep.size,
+        channels=rep.channels,
         classifier=classifier,
+        features=rep.features,
+        description=rep.describe(classifier),
+        backbone=rep.record(),
+        skipped=skipped,
+        warnings=rep.warnings,
     )
 
 

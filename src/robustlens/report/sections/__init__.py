@@ -21,6 +21,7 @@ from robustlens.report.sections import (
     bias,
     blackbox,
     clean,
+    dataset_bias,
     defenses,
     explanations,
     generic,
@@ -38,6 +39,7 @@ RENDERERS: dict[str, tuple[str, Renderer]] = {
     "defenses": (defenses.TITLE, defenses.render),
     "explanations": (explanations.TITLE, explanations.render),
     "bias": (bias.TITLE, bias.render),
+    "dataset_bias": (dataset_bias.TITLE, dataset_bias.render),
 }
 """Known sections: name -> (title, renderer)."""
 
