@@ -674,6 +674,8 @@ def _suite_config(args: argparse.Namespace, shape: Sequence[int] | None = None) 
         given["whitebox"] = {"eps": args.eps}
     if args.defense:
         given["defenses"] = {"names": args.defense}
+    if getattr(args, "cue_conflict", None):
+        given["bias"] = {"cue_conflict": args.cue_conflict}
     return SuiteConfig.from_dict(given, base=cfg)
 
 
@@ -1199,6 +1201,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["blur", "jpeg", "bitdepth", "crop", "tvm", "quilting"],
         help="audit the model behind this defense too (repeatable)",
     )
+    au.add_argument(
+        "--cue-conflict",
+        metavar="DIR",
+        help="Geirhos' cue-conflict stimuli, for the shape bias of an ImageNet model (the folder "
+        "stimuli/style-transfer-preprocessed-512 of github.com/rgeirhos/texture-vs-shape)",
+    )
     au.add_argument("--out", default="audit", help="output folder (default: ./audit)")
     common(au)
     au.set_defaults(seed=None)  # None: the suite file's seed (default 0)
@@ -1317,6 +1325,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, metavar="DIR", help="output folder")
     common(ex)
     ex.set_defaults(func=cmd_explain)
+
+    from robustlens.commands import dataset_bias
+
+    dataset_bias.add_parser(sub, common)
     return parser
 
 
