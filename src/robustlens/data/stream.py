@@ -39,11 +39,13 @@ from robustlens.errors import DataFileError, DTypeError, ModelOutputError, Param
 __all__ = [
     "Batch",
     "ImageData",
+    "Worked",
     "batches",
     "check_image_data",
     "fingerprint",
     "in_memory",
     "is_image_data",
+    "map_chunks",
     "model_outputs",
     "predict",
 ]
@@ -206,6 +208,22 @@ def _size_message(files: ImageFiles, mismatch: tuple[int, Any, int, Any]) -> str
     )
 
 
+def _record_unreadable(files: ImageFiles, bad: list[tuple[int, str]]) -> list[SkippedFile]:
+    """Record the files a worker could not decode in ``files``' skip log (raising at the first
+    one when ``files.strict``); return them as :class:`SkippedFile` s."""
+    skipped = []
+    for i, error in bad:
+        path = files.files[i]
+        files.log.errors.setdefault(path, error)
+        if files.strict:
+            raise DataFileError(
+                f"{error} (strict: stopped at the first unreadable file; without --strict "
+                "such files are skipped, counted and listed in the results)"
+            )
+        skipped.append(SkippedFile(index=i, path=files.relative(i), error=error))
+    return skipped
+
+
 def _file_batches(
     files: ImageFiles,
     chunks: list[Tensor],
@@ -227,16 +245,7 @@ def _file_batches(
         prefetch_factor=2 if workers else None,
     )
     for out in _progress(loader, show_progress, desc, len(chunks)):
-        skipped = []
-        for i, error in out["bad"]:
-            path = files.files[i]
-            files.log.errors.setdefault(path, error)
-            if files.strict:
-                raise DataFileError(
-                    f"{error} (strict: stopped at the first unreadable file; without --strict "
-                    "such files are skipped, counted and listed in the results)"
-                )
-            skipped.append(SkippedFile(index=i, path=files.relative(i), error=error))
+        skipped = _record_unreadable(files, out["bad"])
         if out["mismatch"] is not None:
             raise DataFileError(_size_message(files, out["mismatch"]))
         if out["x"] is None:
@@ -247,6 +256,107 @@ def _file_batches(
             out["index"],
             skipped,
         )
+
+
+@dataclass
+class Worked:
+    """One output of a per-chunk computation (:func:`map_chunks`): ``value``, computed from the
+    images of one chunk, with their labels ``y`` and positions ``index`` (int64, CPU), and the
+    chunk's files that did not decode (listed with the chunk's first output only)."""
+
+    value: Any
+    y: Tensor
+    index: Tensor
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+
+class _ChunkWork(torch.utils.data.IterableDataset[dict[str, Any]]):
+    """Worker ``w`` of ``W`` decodes the chunks ``w, w + W, ...`` of an :class:`ImageFiles`, each
+    once, and yields every output of ``work`` on it."""
+
+    def __init__(self, files: ImageFiles, chunks: list[Tensor], work: Callable[[Batch], Any]):
+        self.files = files
+        self.chunks = chunks
+        self.work = work
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        first, step = (info.id, info.num_workers) if info is not None else (0, 1)
+        reader = _Reader(self.files)
+        for k in range(first, len(self.chunks), step):
+            out = _collate([reader[i] for i in self.chunks[k].tolist()])
+            head = {"bad": out["bad"], "mismatch": out["mismatch"], "y": out["y"]}
+            head["index"] = out["index"]
+            if out["x"] is None:
+                yield {**head, "value": None, "empty": True}
+                continue
+            batch = Batch(out["x"], out["y"], out["index"])
+            for number, value in enumerate(self.work(batch)):
+                yield {**head, "bad": out["bad"] if number == 0 else [], "value": value}
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def map_chunks(
+    data: ImageData,
+    batch_size: int,
+    work: Callable[[Batch], Iterator[Any]],
+    *,
+    device: torch.device | str | None = None,
+) -> Iterator[Worked]:
+    """The outputs of ``work(batch)`` for each chunk ``[k B, (k + 1) B)`` of ``data``, computed
+    where the chunk's images are decoded.
+
+    For an :class:`ImageFiles` with ``workers > 0`` that is the ``DataLoader`` worker processes:
+    worker ``w`` reads the chunks ``w, w + workers, ...`` (each once, on the CPU) and sends back
+    ``work``'s outputs one by one, so a computation that makes many images from each chunk (every
+    corruption at every severity) never holds more than a chunk and a few outputs per worker, and
+    never the data set. With ``workers == 0``, or for an :class:`ImageDataset` (its batches on
+    ``device``, default the tensors' device), ``work`` runs in this process. ``work`` must be
+    picklable (a module-level function or a dataclass instance) when workers are used; it gets a
+    :class:`Batch` of the chunk's readable images and returns an iterator. Outputs come chunk by
+    chunk, in ``work``'s order within a chunk; the chunks of different workers interleave.
+
+    Unreadable files are handled as :func:`batches` does (recorded in ``data.skipped``, or
+    :class:`~robustlens.errors.DataFileError` with ``data.strict``).
+
+    Example:
+        >>> ds = ImageDataset(torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 0, 1, 0]))
+        >>> def sizes(batch):
+        ...     yield len(batch)
+        >>> [(w.value, w.index.tolist()) for w in map_chunks(ds, 2, sizes)]
+        [(2, [0, 1]), (2, [2, 3]), (1, [4])]
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(f"map_chunks: 'batch_size' must be an int >= 1, got {batch_size!r}")
+    check_image_data(data, "map_chunks")
+    if isinstance(data, ImageDataset):
+        for batch in batches(data, batch_size, device=device, show_progress=False):
+            for value in work(batch):
+                yield Worked(value, batch.y, batch.index)
+        return
+    from torch.utils.data import DataLoader
+
+    chunks = _chunks(torch.arange(len(data)), batch_size)
+    workers = 0 if len(chunks) <= 1 else min(data.workers, len(chunks))
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    loader = DataLoader(
+        _ChunkWork(data, chunks, work),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,
+        pin_memory=target.type == "cuda",
+        prefetch_factor=2 if workers else None,
+    )
+    for out in loader:
+        skipped = _record_unreadable(data, out["bad"])
+        if out["mismatch"] is not None:
+            raise DataFileError(_size_message(data, out["mismatch"]))
+        if out.get("empty"):
+            continue
+        yield Worked(out["value"], out["y"], out["index"], skipped)
 
 
 def in_memory(data: ImageData, *, with_index: bool = False) -> Any:

@@ -13,6 +13,8 @@ Expected schema (every key optional)::
         "ce": {corruption: float}, "relative_ce": {corruption: float},   # 100 = the baseline
         "mce": float | null, "relative_mce": float | null,
         "baseline": str | null, "baseline_clean_accuracy": float | null,
+        "table": "cifar" | "imagenet", "ce_baseline": "model" | "alexnet" | null,
+        "ce_note": str,                             # what an AlexNet-normalised CE divides
         ...                                         # corruptions, seed, errors, corruption_accuracy
       },
       "random_vs_adversarial": {                    # RandomVsAdversarial.to_dict() + "n"
@@ -189,6 +191,9 @@ _CORRUPTION_KEYS = {  # CorruptionResult.to_dict() and the audit's "baseline"
     "mce_corruptions",
     "baseline_clean_accuracy",
     "baseline",
+    "table",  # the severity table: "cifar" (32x32) or "imagenet" (224x224)
+    "ce_baseline",  # "model" or "alexnet" (AlexNet's published ImageNet-C errors)
+    "ce_note",  # what the CE normalises, when the baseline is AlexNet's published errors
 }
 _RVA_KEYS = {
     "attack",
@@ -458,6 +463,11 @@ def _corruptions(value: Mapping[str, Any]) -> list[Block]:
         bits.append(f"mean accuracy over corruptions and severities {pct(mean)}")
     base = value.get("baseline")
     against = f"the baseline {text(base)}" if base else "the baseline"
+    if value.get("ce_baseline") == "alexnet":
+        against = "AlexNet's published ImageNet-C errors"
+    if value.get("table") in ("cifar", "imagenet"):
+        reference = "ImageNet-C's (224x224)" if value["table"] == "imagenet" else "CIFAR-10-C's"
+        bits.append(f"severities from {reference} table")
     base_clean = as_float(value.get("baseline_clean_accuracy"))
     if base_clean is not None:
         against += f" (clean accuracy {pct(base_clean)})"
@@ -478,6 +488,8 @@ def _corruptions(value: Mapping[str, Any]) -> list[Block]:
     if bits:
         sentence = "; ".join(bits)
         blocks.append(Paragraph(sentence[:1].upper() + sentence[1:] + "."))
+    if value.get("ce_note"):
+        blocks.append(Paragraph(text(value["ce_note"])))
     if accuracy:
         blocks.append(
             Image(
