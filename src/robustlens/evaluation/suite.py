@@ -528,9 +528,7 @@ def run_suite(
         # attacks still need running; they take their shards of it and are done.
         todo = bool(
             grp.broadcast(
-                grp.is_main
-                and cfg.whitebox.enabled
-                and store.load("whitebox", wb_settings) is None
+                grp.is_main and cfg.whitebox.enabled and store.load("whitebox", wb_settings) is None
             )
         )
         if not grp.is_main:
@@ -748,8 +746,13 @@ def bias_section(
         studied = _classes_studied(sp_ds, bc.superpixel_classes, seed)
         with _lime_flags_kept():
             stats = bias.superpixel_statistics(
-                model, sp_ds, classes=studied, images_per_class=bc.superpixel_images, lime=lime,
-                mask=sp_mask, seed=seed,
+                model,
+                sp_ds,
+                classes=studied,
+                images_per_class=bc.superpixel_images,
+                lime=lime,
+                mask=sp_mask,
+                seed=seed,
             )
         out["superpixels"] = stats.to_dict(pixels="tensors")
         if studied is not None:

@@ -214,7 +214,7 @@ def _clean(sections: Mapping[str, Any]) -> list[Verdict]:
         # classes (an "(other)" column for the rest) chooses from more than the data set has.
         names = list(sec.get("per_class") or {})
         classes = 0 if "(other)" in names else len(names)
-        level = "ok"
+        level: Level = "ok"
         if what == "test images" and classes >= 2 and acc is not None and acc <= 1 / classes:
             level = "bad"
             said += (
