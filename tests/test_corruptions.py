@@ -517,13 +517,13 @@ def test_streamed_and_in_memory_give_the_same_corrupted_images(
     photos_112: tuple[rl.data.ImageFiles, rl.data.ImageDataset],
 ) -> None:
     files, memory = photos_112
-    chosen, sev = ["glass_blur", "frost", "shot_noise"], (1, 5)
+    chosen, sev = ["glass_blur", "frost", "shot_noise", "contrast"], (1, 5)
     workers = _collect(corrupted_batches(files, chosen, sev, batch_size=4, seed=7, clean=True))
     inline = _collect(
         corrupted_batches(files.with_options(workers=0), chosen, sev, batch_size=4, seed=7)
     )
     held = _collect(corrupted_batches(memory, chosen, sev, batch_size=4, seed=7))
-    assert len(workers) == 9 * (1 + 6) and len(held) == len(inline) == 9 * 6
+    assert len(workers) == 9 * (1 + 8) and len(held) == len(inline) == 9 * 8
     for key, image in held.items():
         assert torch.equal(image, workers[key]) and torch.equal(image, inline[key]), key
     for i in range(9):

@@ -127,6 +127,19 @@ def luminance(x: Tensor) -> Tensor:
     return x.mean(1, keepdim=True)
 
 
+def image_mean(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Mean of ``x`` over ``dims`` (kept), summed in float64 and returned in ``x``'s dtype.
+
+    A float32 sum over one image is split across threads when the batch is small and is not when
+    it is large, so its last bit would depend on the batch and on the thread count (a data-loader
+    worker runs one thread): a corrupted image must not. Summing in float64 makes the order's
+    effect far smaller than float32's rounding.
+
+    Shape: (N, ...) -> (N, ...) with ``dims`` of size 1.
+    """
+    return x.double().mean(dims, keepdim=True).to(x.dtype)
+
+
 def colour(rgb: tuple[float, float, float], c: int, like: Tensor) -> Tensor:
     """A colour as a ``(1, C, 1, 1)`` tensor: itself for C=3, its luma otherwise."""
     if c == 3:
@@ -391,6 +404,6 @@ def frost_texture(n: int, h: int, w: int, pixel: float, draws: Draws, like: Tens
     patches = plasma(n, gh, gw, 2.0, draws, dev, like.dtype)
     veins = (1 - (2 * rough - 1).abs()) ** 3
     layer = veins * (0.35 + 0.65 * patches) + 0.25 * patches**2
-    layer = layer * (FROST_MEAN / layer.mean((1, 2, 3), keepdim=True).clamp_min(1e-6))
+    layer = layer * (FROST_MEAN / image_mean(layer, (1, 2, 3)).clamp_min(1e-6))
     layer = resample(layer.clamp(0, 1), h, w)
     return layer * colour(FROST_TINT, like.shape[1], like)

@@ -547,7 +547,7 @@ def _brightness(x: Tensor, b: float, s: float, d: Draws) -> Tensor:
     "(x - mean) * c + mean, the mean per image and channel",
 )
 def _contrast(x: Tensor, c: float, s: float, d: Draws) -> Tensor:
-    mean = x.mean((2, 3), keepdim=True)
+    mean = ops.image_mean(x, (2, 3))
     return (x - mean) * c + mean
 
 
