@@ -242,3 +242,27 @@ def test_attack_ensemble_on_the_command_line_is_the_standard_one(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Ensemble[APGD(eps=0.1, steps=3), APGD(eps=0.1, steps=3, loss=dlr, targets=9), Square" in out
+
+
+def test_per_class_accuracies_stay_readable_for_1000_classes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An ImageNet-layout folder gives 1000 classes, most without an image: the terminal shows
+    the weakest and strongest five of those with images and says where the rest are."""
+    from robustlens.cli import _print_per_class
+
+    rates: list[tuple[str, float | None]] = [(f"c{i}", None) for i in range(1000)]
+    for i in range(30):
+        rates[10 * i] = (f"c{10 * i}", i / 30)
+    _print_per_class(rates, "run")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + 2 * 5 + 1
+    assert lines[0].strip() == "the 5 weakest of 30 classes:"
+    assert lines[1].split() == ["c0", "0.0000"] and lines[-2].split() == ["c290", "0.9667"]
+    assert "every class in run/results.json" in lines[-1]
+    assert "970 of the model's 1000 classes have no image" in lines[-1]
+    # Up to 20 classes with images: every one, in the model's order, and no note.
+    _print_per_class([("shirt", 0.5), ("coat", None), ("bag", 1.0)], None)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[:2]] == [["shirt", "0.5000"], ["bag", "1.0000"]]
+    assert lines[2].strip() == "(1 of the model's 3 classes have no image)"

@@ -316,11 +316,46 @@ def _metadata(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _print_clean(res: Any) -> None:
+def _print_clean(res: Any, out: str | None) -> None:
     print(f"accuracy: {res.accuracy:.4f} on {res.n} images")
-    width = max(len(c) for c in res.classes)
-    for cls, acc in zip(res.classes, res.per_class.tolist(), strict=True):
-        print(f"  {cls:<{width}}  {_rate(acc)}")
+    _print_per_class(list(zip(res.classes, res.per_class.tolist(), strict=True)), out)
+
+
+#: Up to this many classes, the terminal lists every class's accuracy; above it, the weakest and
+#: strongest :data:`_EXTREMES` (a 1000-class model would print 1000 lines).
+_ALL_CLASSES = 20
+_EXTREMES = 5
+
+
+def _print_per_class(rates: list[tuple[str, float | None]], out: str | None) -> None:
+    """Per-class accuracies for the terminal: classes without a test image are counted, not
+    listed; more than :data:`_ALL_CLASSES` classes show the weakest and strongest few, and say
+    where the rest are."""
+    seen = [(c, a) for c, a in rates if a is not None and not math.isnan(a)]
+    if not seen:
+        return
+    width = max(len(c) for c, _ in seen)
+    if len(seen) <= _ALL_CLASSES:
+        rows = [("", seen)]
+    else:
+        ranked = sorted(seen, key=lambda row: row[1])
+        rows = [
+            (f"the {_EXTREMES} weakest of {len(seen)} classes:", ranked[:_EXTREMES]),
+            (f"the {_EXTREMES} strongest:", ranked[-_EXTREMES:]),
+        ]
+    for title, chosen in rows:
+        if title:
+            print(f"  {title}")
+        for cls, acc in chosen:
+            print(f"  {cls:<{width}}  {_rate(acc)}")
+    rest = []
+    if len(seen) > _ALL_CLASSES:
+        where = f"{Path(out) / 'results.json'}" if out else "results.json (--out DIR)"
+        rest.append(f"every class in {where}")
+    if len(seen) < len(rates):
+        rest.append(f"{len(rates) - len(seen)} of the model's {len(rates)} classes have no image")
+    if rest:
+        print(f"  ({'; '.join(rest)})")
 
 
 def _rate(value: float | None) -> str:
@@ -552,7 +587,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = clean_accuracy(
         model, ds, batch_size=args.batch_size, show_progress=not args.quiet, out=args.out
     )
-    _print_clean(res)
+    _print_clean(res, args.out)
     notes = _sanity(loaded, model, ds, res.accuracy)
     payload: dict[str, Any] = {
         "model": args.model,
@@ -705,13 +740,12 @@ def _default_budget(args: argparse.Namespace, cfg: Any, shape: Sequence[int]) ->
     return cfg
 
 
-def _print_audit(sections: dict[str, Any], verdicts: list[dict[str, str]]) -> None:
+def _print_audit(sections: dict[str, Any], verdicts: list[dict[str, str]], out: str | None) -> None:
     from robustlens.report.verdicts import clean_populations
 
     clean = sections["clean"]
     print(f"clean accuracy: {clean['accuracy']:.4f} on the {clean['n']} test images")
-    for cls, acc in clean["per_class"].items():
-        print(f"  {cls:<12} {'-' if acc is None else f'{acc:.4f}'}")
+    _print_per_class(list(clean["per_class"].items()), out)
     others = clean_populations(sections)[1:]
     if others:
         print("clean accuracy of the image sets the other parts use:")
@@ -794,7 +828,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     model_notes = loaded.warnings + _sanity(loaded, model, ds, float(sections["clean"]["accuracy"]))
     found = [{"level": "warn", "text": note} for note in model_notes]
     found += [{"level": v.level, "text": v.text} for v in derive_verdicts(sections)]
-    _print_audit(sections, found)
+    _print_audit(sections, found, args.out)
     payload = {
         "model": model_name,
         "model_info": _model_record(loaded, model),

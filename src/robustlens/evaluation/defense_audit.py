@@ -88,7 +88,7 @@ class DefenseAudit:
 
     def format(self) -> str:
         """The table, the checks and the verdict as plain text."""
-        lines = [f"defense audit: {self.n} images, eps {self.eps:g} ({self.norm})", ""]
+        lines = [f"defense audit: {self.n} images, eps {self.eps:.4g} ({self.norm})", ""]
         width = max(len(r["measure"]) for r in self.table)
         for r in self.table:
             lines.append(f"  {r['measure']:<{width}}  {r['accuracy']:7.2%}  {r['attack']}")
@@ -341,8 +341,10 @@ def audit_defense(
             curve[e] = acc_of(adapted)
             continue
         att = adapt(PGD(eps=e, norm=norm, steps=steps, restarts=restarts, seed=seed))
-        curve[e] = acc_of(run(att, defended, f"eps {e:g}"))
-    table.append({"measure": f"eps {large:g}", "attack": "adaptive PGD", "accuracy": curve[large]})
+        curve[e] = acc_of(run(att, defended, f"eps {e:.4g}"))
+    table.append(
+        {"measure": f"eps {large:.4g}", "attack": "adaptive PGD", "accuracy": curve[large]}
+    )
     if ensemble_steps is not None:
         ens = adapt(
             Ensemble.standard(
@@ -409,7 +411,11 @@ def audit_defense(
             {f"{k:g}": v for k, v in curve.items()},
             "accuracy falls with eps: "
             + ", ".join(f"{_pct(curve[k])} at {k:g}" for k in keys)
-            + ("" if not rises else f"; it rises between eps {rises[0][0]:g} and {rises[0][1]:g}"),
+            + (
+                ""
+                if not rises
+                else f"; it rises between eps {rises[0][0]:.4g} and {rises[0][1]:.4g}"
+            ),
         )
     )
     checks.append(
@@ -417,7 +423,7 @@ def audit_defense(
             "reaches chance",
             curve[large] <= chance,
             {"eps": large, "accuracy": curve[large], "chance": chance},
-            f"at eps {large:g} the attack leaves {_pct(curve[large])} (chance {_pct(chance)})",
+            f"at eps {large:.4g} the attack leaves {_pct(curve[large])} (chance {_pct(chance)})",
         )
     )
     checks.append(

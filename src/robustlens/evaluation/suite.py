@@ -386,7 +386,7 @@ def blackbox_section(model: nn.Module, ds: ImageData, config: SuiteConfig) -> di
         if name == "nes":
             oracle = Oracle(model, output="probs", budget=bb.queries)
             res = NES(eps=eps, max_queries=bb.queries, seed=seed)(oracle, sub.x, sub.y)
-            label = f"NES, scores (eps {eps:g})"
+            label = f"NES, scores (eps {eps:.4g})"
         else:
             g = torch.Generator().manual_seed(seed)
             k = ds.num_classes
@@ -410,7 +410,7 @@ def blackbox_section(model: nn.Module, ds: ImageData, config: SuiteConfig) -> di
                 target=target[keep].to(dev),
                 x_init=x_init[keep.to(dev)],
             )
-            label = f"NES, labels only, targeted (eps {eps:g})"
+            label = f"NES, labels only, targeted (eps {eps:.4g})"
         ok = res.success & res.attacked
         out["attacks"][label] = {
             "success_rate": _finite(res.success_rate),
@@ -562,7 +562,7 @@ def run_suite(
         section(
             "whitebox",
             wb_settings,
-            f"white-box attacks on {len(attack_ds)} images at Linf eps {cfg.whitebox.eps:g}"
+            f"white-box attacks on {len(attack_ds)} images at Linf eps {cfg.whitebox.eps:.4g}"
             + (f", sharded over {grp.world} processes" if sharded else ""),
             lambda: whitebox_section(
                 model,
