@@ -137,6 +137,43 @@ def test_attack_in_forward_chunks_equals_one_batch(
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_attack_in_batches_holds_at_most_batch_size_images(
+    name: str, problem: tuple[nn.Module, torch.Tensor, torch.Tensor]
+) -> None:
+    """``batch_size`` bounds what the model sees at once; the joined result covers every input
+    in order, as one call gives it (randomness is drawn per image, not per call)."""
+    model, x, y = problem
+    attack = ATTACKS.create(name, **CONFIGS[name])
+    whole = attack(model, x, y)
+    calls: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+    parts = attack(model, x, y, batch_size=3)
+    hook.remove()
+    assert max(calls) <= 3 and len(parts) == N and parts.attack == whole.attack
+    for f in ("y", "attacked", "clean_correct"):
+        assert torch.equal(getattr(parts, f), getattr(whole, f)), f
+    assert bool((parts.x_adv[~parts.attacked] == x[~parts.attacked]).all())
+    assert torch.allclose(parts.x_adv, whole.x_adv, atol=1e-9)
+    assert torch.equal(parts.success, whole.success)
+    assert torch.equal(parts.queries, whole.queries)
+    if name == "ensemble":  # each member's count of first successes, summed over the batches
+        assert sum(parts.details["contribution"].values()) == int(parts.success.sum())
+    with pytest.raises(ParameterError, match="'batch_size' must be an int >= 1"):
+        attack(model, x, y, batch_size=0)
+
+
+def test_concat_refuses_results_of_different_attacks(
+    problem: tuple[nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
+    model, x, y = problem
+    a, b = FGSM(eps=0.05)(model, x, y), FGSM(eps=0.1)(model, x, y)
+    with pytest.raises(ParameterError, match="different attacks"):
+        rl.attacks.AttackResult.concat([a, b])
+    with pytest.raises(ParameterError, match="no results"):
+        rl.attacks.AttackResult.concat([])
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_attack_on_real_model_runs_in_float32(name: str) -> None:
     ds = rl.data.load("digits")[:20]
     res = ATTACKS.create(name, **CONFIGS[name])(rl.zoo.load("digits-cnn"), ds.x, ds.y)

@@ -386,3 +386,60 @@ def test_superpixel_statistics_study_a_seeded_draw_of_classes_when_there_are_man
     assert sorted(sp["classes"]) == sorted(ds.classes[k] for k in drawn)
     assert sp["data"] == "3 of the data set's 10 classes, drawn at random (seed 0; [bias] " \
         "superpixel_classes sets how many)"
+
+
+def test_the_audit_attacks_at_most_attack_batch_images_at_a_time(monkeypatch: Any) -> None:
+    """Large images are attacked a few at a time (64 at 224x224): every gradient pass of the
+    white-box section and of the noise comparison holds at most ``attack_batch`` images, and the
+    numbers are those of one batch."""
+    import robustlens.evaluation.defaults as defaults
+
+    model = rl.zoo.load("digits-cnn")
+    ds = rl.data.load("digits")[:40]
+    cfg = SuiteConfig.from_dict(
+        {
+            **SMALL,
+            "blackbox": {"enabled": False},
+            "explanations": {"enabled": False},
+            "bias": {
+                "corruption_images": 12,
+                "severities": [1],
+                "shape_bias": False,
+                "superpixel_images": 0,
+                "ambiguous": 0,
+            },
+        }
+    )
+    whole = run_suite(model, ds, cfg, show_progress=False)
+    monkeypatch.setattr(defaults, "ATTACK_BATCH_ELEMENTS", 6 * 64)  # six 8x8 images
+    assert defaults.attack_batch(ds.shape) == 6
+    held: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, args: held.append(len(args[0])) if torch.is_grad_enabled() else None
+    )
+    parts = run_suite(model, ds, cfg, show_progress=False)
+    hook.remove()
+    assert held and max(held) <= 6
+    for name in ("whitebox", "bias"):
+        a, b = dict(whole[name]), dict(parts[name])
+        a.pop("seconds"), b.pop("seconds")
+        _assert_close(a, b, name)
+
+
+def _assert_close(a: Any, b: Any, where: str) -> None:
+    """Equal structure and labels; numbers and tensors equal up to float rounding (a batch of
+    another size rounds a distance's last digits differently)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _assert_close(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            _assert_close(u, v, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=where)
+    elif isinstance(a, float) and not isinstance(b, str):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6, nan_ok=True), where
+    else:
+        assert a == b, where

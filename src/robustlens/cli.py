@@ -551,7 +551,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from robustlens import attacks
     from robustlens._runtime import resolve_device
     from robustlens.evaluation import clean_accuracy, evaluate
-    from robustlens.evaluation.defaults import default_eps, describe_eps
+    from robustlens.evaluation.defaults import attack_batch, default_eps, describe_eps
 
     grp = _join_ranks(args)
     device = grp.device if grp.device is not None else resolve_device(args.device)
@@ -571,13 +571,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "convention for images of this size; --eps to change)"
         )
     attack_list = _attacks_from_args(args, eps)
+    # Attacks hold activations for the gradient: fewer large images at a time (64 at 224x224).
+    attack_bs = args.batch_size or attack_batch(ds.shape)
     if not grp.is_main:  # the other ranks take their shares of the attacks only
         if attack_list:
             evaluate(
                 model,
                 ds,
                 attack_list,
-                batch_size=args.batch_size,
+                batch_size=attack_bs,
                 out=args.out,
                 show_progress=False,
                 distributed=grp,
@@ -585,7 +587,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         grp.close()
         return EXIT_OK
     res = clean_accuracy(
-        model, ds, batch_size=args.batch_size, show_progress=not args.quiet, out=args.out
+        model, ds, batch_size=args.batch_size or 256, show_progress=not args.quiet, out=args.out
     )
     _print_clean(res, args.out)
     notes = _sanity(loaded, model, ds, res.accuracy)
@@ -603,7 +605,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             model,
             ds,
             attack_list,
-            batch_size=args.batch_size,
+            batch_size=attack_bs,
             out=args.out,
             show_progress=not args.quiet,
             distributed=grp if grp.active else False,
@@ -1160,7 +1162,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="data set name or folder (default: the model's own)")
     ev.add_argument("--split", default="test", choices=["train", "test"])
     ev.add_argument("--limit", type=_positive_int, help="evaluate a stratified sample of N images")
-    ev.add_argument("--batch-size", type=_positive_int, default=256)
+    ev.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="images per batch (default: 256 for the clean pass; attacks take 500 images of "
+        "CIFAR's size or less, 64 at 224x224, fewer above)",
+    )
     ev.add_argument(
         "--attack",
         action="append",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -33,7 +33,7 @@ from robustlens._runtime import (
 )
 from robustlens.attacks._random import sample_keys
 from robustlens.attacks._steps import Norm, goal_reached, norms
-from robustlens.errors import LabelError, ShapeError
+from robustlens.errors import LabelError, ParameterError, ShapeError
 from robustlens.registry import Registry
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "Run"]
@@ -242,6 +242,44 @@ class AttackResult:
         """Fraction of all inputs the model classified correctly before the attack."""
         return float(self.clean_correct.double().mean()) if len(self) else math.nan
 
+    @classmethod
+    def concat(cls, parts: Sequence[AttackResult]) -> AttackResult:
+        """The results of one attack on consecutive batches, as one result over all their inputs.
+
+        Per-input tensors are concatenated. In ``details``, a per-input tensor is concatenated,
+        a count (a number, or a dict of numbers such as an ensemble's contribution) is summed,
+        and any other value is kept when every batch gives the same, else listed per batch.
+
+        Example:
+            >>> import robustlens as rl
+            >>> ds = rl.data.load("digits")[:20]
+            >>> model, pgd = rl.zoo.load("digits-cnn"), rl.attacks.PGD(eps=0.1, steps=5)
+            >>> whole = pgd(model, ds.x, ds.y)
+            >>> parts = rl.attacks.AttackResult.concat([pgd(model, ds.x[:8], ds.y[:8]),
+            ...                                         pgd(model, ds.x[8:], ds.y[8:])])
+            >>> len(parts), bool((parts.clean_correct == whole.clean_correct).all())
+            (20, True)
+        """
+        if not parts:
+            raise ParameterError("AttackResult.concat: no results to join")
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        if any(p.attack != first.attack for p in parts):
+            names = sorted({p.attack for p in parts})
+            raise ParameterError(f"AttackResult.concat: results of different attacks {names}")
+        if any((p.target is None) != (first.target is None) for p in parts):
+            raise ParameterError("AttackResult.concat: targeted and untargeted results mixed")
+        joined: dict[str, Any] = {}
+        for f in fields(cls):
+            values = [getattr(p, f.name) for p in parts]
+            if isinstance(values[0], Tensor):
+                joined[f.name] = torch.cat(values)
+        joined["attack"] = first.attack
+        joined["target"] = None if first.target is None else torch.cat([p.target for p in parts])  # type: ignore[misc]
+        joined["details"] = _joined_details(parts)
+        return cls(**joined)
+
     def summary(self) -> dict[str, Any]:
         """Headline numbers as plain Python values (JSON-ready)."""
         ok = self.success & self.attacked
@@ -264,6 +302,32 @@ class AttackResult:
             "mean_gradients": float(self.gradients[att].float().mean()) if bool(att.any()) else 0.0,
             **self.details,
         }
+
+
+def _joined_details(parts: Sequence[AttackResult]) -> dict[str, Any]:
+    """:meth:`AttackResult.concat`'s ``details``: per-input tensors joined, counts summed."""
+    out: dict[str, Any] = {}
+    for key in parts[0].details:
+        values = [p.details.get(key) for p in parts]
+        if all(
+            isinstance(v, Tensor) and v.ndim and len(v) == len(p)
+            for v, p in zip(values, parts, strict=True)
+        ):
+            out[key] = torch.cat(values)  # type: ignore[arg-type]
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = sum(values)
+        elif all(
+            isinstance(v, dict)
+            and v.keys() == values[0].keys()  # type: ignore[union-attr]
+            and all(isinstance(c, (int, float)) for c in v.values())
+            for v in values
+        ):
+            out[key] = {k: sum(v[k] for v in values) for k in values[0]}  # type: ignore[index, union-attr]
+        elif all(not isinstance(v, Tensor) and v == values[0] for v in values):
+            out[key] = values[0]
+        else:
+            out[key] = values
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -325,14 +389,37 @@ class Attack(ABC):
         *,
         target: Tensor | None = None,
         x_init: Tensor | None = None,
+        batch_size: int | None = None,
     ) -> AttackResult:
         """Attack the inputs ``x`` (N, C, H, W) with labels ``y`` (N,), or the predictions if ``None``.
 
         ``target`` (N,) makes the attack targeted. ``x_init`` (N, C, H, W) warm-starts attacks that
         iterate from a starting point (PGD family): for example the result of a weaker attack or of
-        a smaller budget; it is projected into the threat model first.
+        a smaller budget; it is projected into the threat model first. ``batch_size`` attacks at
+        most that many inputs at a time (an attack holds activations for the gradient and
+        per-input state for everything it attacks at once: a few hundred 224x224 images do not fit
+        a GPU) and joins the results (:meth:`AttackResult.concat`): the same result as one call,
+        since randomness is drawn per image.
         """
         where = type(self).__name__
+        if batch_size is not None:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ParameterError(
+                    f"{where}: 'batch_size' must be an int >= 1, got {batch_size!r}"
+                )
+            if len(x) > batch_size:
+                return AttackResult.concat(
+                    [
+                        self(
+                            model,
+                            x[s : s + batch_size],
+                            None if y is None else y[s : s + batch_size],
+                            target=None if target is None else target[s : s + batch_size],
+                            x_init=None if x_init is None else x_init[s : s + batch_size],
+                        )
+                        for s in range(0, len(x), batch_size)
+                    ]
+                )
         check_model(model, where=where)
         check_images(x, where=where)
         check_same_device(model, x, where=where)

@@ -1223,12 +1223,14 @@ def random_vs_adversarial(
     attack: Any = None,
     trials: int = 10,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> RandomVsAdversarial:
     """Accuracy under adversarial noise and under random noise of the same per-image norm.
 
     The adversarial perturbations come from ``attack`` (any robustlens attack), else from
     ``PGD(eps=eps, norm=norm, steps=40)`` when ``eps`` is given, else from ``DeepFool(norm=norm)``
-    (the smallest perturbation that changes the decision). Each image then receives ``trials``
+    (the smallest perturbation that changes the decision), run on at most ``batch_size`` images
+    at a time when given (see :class:`~robustlens.attacks.Attack`). Each image then receives ``trials``
     random perturbations whose ``norm`` equals its adversarial one: a uniformly random direction
     for L2, uniformly random signs for Linf. After clipping to ``[0, 1]`` the random perturbation
     is rescaled (a few rounds) to keep its L2 norm. The lecture's point: the adversarial noise is
@@ -1275,7 +1277,7 @@ def random_vs_adversarial(
         )
     if y is not None:
         y = check_labels(y, len(x), where=where)
-    res = attack(model, x, y)
+    res = attack(model, x, y, batch_size=batch_size)
     delta = (res.x_adv - x).detach()
     target = norms(delta, norm)
     n = len(x)

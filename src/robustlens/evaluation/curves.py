@@ -92,11 +92,13 @@ def robust_accuracy_curve(
     eps: Sequence[float],
     *,
     warm_start: bool = True,
+    batch_size: int | None = None,
 ) -> Curve:
     """Robust accuracy of ``model`` under ``attack`` at each budget in ``eps``.
 
     ``attack`` must have an ``eps`` field (FGSM, IFGSM, PGD, ...); its other settings are kept. The
-    step size, when the attack derives it from ``eps``, scales with each budget.
+    step size, when the attack derives it from ``eps``, scales with each budget. ``batch_size``:
+    at most that many images attacked at a time (see :class:`~robustlens.attacks.Attack`).
 
     Example:
         >>> import robustlens as rl
@@ -125,7 +127,7 @@ def robust_accuracy_curve(
             accuracy.append(0.0)
             continue
         init = warm[idx] if warm_start and i > 0 else None
-        res = atk(model, x[idx], y[idx], x_init=init)
+        res = atk(model, x[idx], y[idx], x_init=init, batch_size=batch_size)
         if i == 0:  # inputs the model already gets wrong need no budget at all
             min_eps[~res.attacked.cpu()] = 0.0
             robust &= res.attacked

@@ -14,11 +14,19 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import Tensor
 
-__all__ = ["default_eps", "describe_eps", "sanity_warnings"]
+__all__ = [
+    "ATTACK_BATCH_ELEMENTS",
+    "ATTACK_BATCH_MAX",
+    "attack_batch",
+    "default_eps",
+    "describe_eps",
+    "sanity_warnings",
+]
 
 
 def default_eps(shape: Sequence[int]) -> float:
@@ -92,3 +100,23 @@ def sanity_warnings(
             "classes): robustness and explanations of this model mean nothing" + why
         )
     return notes
+
+
+#: Input elements the audit's attacks hold at once: 64 images of 3x224x224; at most
+#: :data:`ATTACK_BATCH_MAX` images (Fashion-MNIST's and CIFAR's sizes).
+ATTACK_BATCH_ELEMENTS = 64 * 3 * 224 * 224
+ATTACK_BATCH_MAX = 500
+
+
+def attack_batch(shape: Sequence[int]) -> int:
+    """How many images of ``shape`` (C, H, W) the audit attacks at a time.
+
+    An attack keeps the activations of its gradient pass and per-image state for every image it
+    holds, so the batch shrinks with the image: 500 small images, 64 at 224x224 (a ResNet-50's
+    backward pass on 64 such images needs several GB), fewer above.
+
+    Example:
+        >>> attack_batch((1, 28, 28)), attack_batch((3, 224, 224)), attack_batch((3, 512, 512))
+        (500, 64, 12)
+    """
+    return max(1, min(ATTACK_BATCH_MAX, ATTACK_BATCH_ELEMENTS // max(1, math.prod(shape))))

@@ -251,7 +251,7 @@ def evaluate(
         config = _run_config(model, data, attack_list, batch_size)
         log = RowLog(out, columns, config, where="evaluate")
         rows, skipped, todo = log.resume(len(data), batch_size)
-    head = in_memory(data[: min(len(data), 64)])
+    head = in_memory(data[: min(len(data), 64, batch_size)])  # a gradient pass: one batch at most
     warnings = model_warnings(model, head.x.to(dev), head.y.to(dev))
     with inference_mode(model):
         for batch in batches(
@@ -368,7 +368,7 @@ def _evaluate_sharded(
             where="evaluate",
         )
         log.resume(len(data), None)  # this rank's own earlier rows are in plan["done"] already
-    head = in_memory(data[: min(len(data), 64)])
+    head = in_memory(data[: min(len(data), 64, batch_size)])  # a gradient pass: one batch at most
     warnings = model_warnings(model, head.x.to(dev), head.y.to(dev))
     if plan.get("note"):
         warnings.append(plan["note"])

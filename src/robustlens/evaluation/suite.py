@@ -61,6 +61,7 @@ from robustlens.data.stream import ImageData, fingerprint, in_memory, predict
 from robustlens.evaluation.clean import clean_accuracy
 from robustlens.evaluation.config import BiasConfig, SuiteConfig
 from robustlens.evaluation.curves import accuracy_vs_distance, robust_accuracy_curve
+from robustlens.evaluation.defaults import attack_batch
 from robustlens.evaluation.distributed import Group, group
 from robustlens.evaluation.runner import Evaluation, evaluate, model_fingerprint
 
@@ -258,7 +259,7 @@ def _whitebox_evaluation(
         model,
         ds,
         attacks,
-        batch_size=500,
+        batch_size=attack_batch(ds.shape),
         out=work,
         show_progress=show_progress,
         distributed=distributed,
@@ -315,20 +316,21 @@ def whitebox_section(
     wb, seed = config.whitebox, config.seed
     ev = _whitebox_evaluation(model, ds, config, work, show_progress, distributed)
     sub = in_memory(ds.subset(min(wb.min_norm_limit, len(ds)), seed=seed))
+    batch = attack_batch(ds.shape)
     curves, summaries = [], {}
     for name in wb.min_norm:
         attack: Attack = (
             DeepFool(seed=seed) if name == "deepfool" else CarliniWagner(steps=100, seed=seed)
         )
-        res = attack(model, sub.x, sub.y)
+        res = attack(model, sub.x, sub.y, batch_size=batch)
         curves.append(accuracy_vs_distance(res).to_dict())
         summaries[res.attack] = res.summary()
     pgd = PGD(eps=wb.eps, steps=wb.steps, seed=seed)
-    eps_sweep = robust_accuracy_curve(pgd, model, sub.x, sub.y, wb.eps_curve)
+    eps_sweep = robust_accuracy_curve(pgd, model, sub.x, sub.y, wb.eps_curve, batch_size=batch)
     shown: list[dict[str, Any]] = []
     if wb.gallery:
         pool = in_memory(ds[: min(len(ds), 20 * wb.gallery)])
-        res = pgd(model, pool.x, pool.y)
+        res = pgd(model, pool.x, pool.y, batch_size=batch)
         shown = gallery(res, ds.classes, wb.gallery)
         for item in shown:  # tensors: stored as image files with the section
             item["x"] = pool.x[item["index"]].cpu()
@@ -460,6 +462,7 @@ def defenses_section(
             blackbox_images=max(1, dc.blackbox_images),
             # 0 images or 0 queries: no black-box attack.
             blackbox_queries=(dc.blackbox_queries or None) if dc.blackbox_images else None,
+            batch_size=min(100, attack_batch(sub.shape)),  # audit_defense's default, or fewer
             seed=seed,
             show_progress=show_progress,
         )
@@ -716,7 +719,9 @@ def bias_section(
     out["corruptions"] = {**corr.to_dict(), "baseline": bc.baseline or None}
     noise = in_memory(sub[: min(len(sub), 200)])
     noise_n = len(noise)
-    rva = bias.random_vs_adversarial(model, noise.x, noise.y, seed=seed)
+    rva = bias.random_vs_adversarial(
+        model, noise.x, noise.y, seed=seed, batch_size=attack_batch(ds.shape)
+    )
     out["random_vs_adversarial"] = {**rva.to_dict(), "n": noise_n}
     if bc.ambiguous:
         amb = bias.ambiguous(model, ds, k=bc.ambiguous)
