@@ -158,8 +158,39 @@ def test_attack_in_batches_holds_at_most_batch_size_images(
     assert torch.equal(parts.queries, whole.queries)
     if name == "ensemble":  # each member's count of first successes, summed over the batches
         assert sum(parts.details["contribution"].values()) == int(parts.success.sum())
+        # Image 1 is misclassified: alone in its batch, nothing is attacked and no count comes.
+        ones = attack(model, x, y, batch_size=1)
+        assert ones.details["contribution"] == whole.details["contribution"]
     with pytest.raises(ParameterError, match="'batch_size' must be an int >= 1"):
         attack(model, x, y, batch_size=0)
+
+
+def test_concat_joins_details_by_what_they_are(
+    problem: tuple[nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
+    """Counts add up, means are weighted by the inputs each batch attacked, settings stay, and a
+    batch without a key (it attacked nothing) is left out of that key."""
+    model, x, y = problem
+    res = FGSM(eps=0.05)(model, x, y)
+    parts = [
+        dataclasses.replace(
+            res,
+            attacked=torch.tensor(att),
+            details={"rate": rate, "mode": "ce", "contribution": {"A": c}},
+        )
+        for att, rate, c in (
+            ([True, False, True, True], 0.5, 2),
+            ([True, False, False, False], 1.0, 1),
+        )
+    ]
+    parts.append(dataclasses.replace(res, attacked=torch.zeros(N, dtype=torch.bool), details={}))
+    joined = rl.attacks.AttackResult.concat(parts)
+    assert len(joined) == 3 * N
+    assert joined.details == {
+        "rate": (0.5 * 3 + 1.0 * 1) / 4,
+        "mode": "ce",
+        "contribution": {"A": 3},
+    }
 
 
 def test_concat_refuses_results_of_different_attacks(

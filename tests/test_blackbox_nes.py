@@ -326,3 +326,24 @@ def test_nes_errors_say_how_to_fix(cnn: nn.Module, digits: rl.data.ImageDataset)
     lonely = torch.tensor([9, 9, 9])  # no image of the batch is a 9
     with pytest.raises(ParameterError, match=r"class\(es\) \[9\].*pass x_init="):
         NES(eps=0.1, mode="label-only")(labels, x, y, target=lonely)
+
+
+def test_nes_in_batches_holds_at_most_batch_size_images(
+    cnn: nn.Module, digits: rl.data.ImageDataset
+) -> None:
+    """``batch_size`` bounds the images NES holds (each step queries ``samples`` copies of each):
+    every query pass sees at most ``batch_size * samples`` images, and the joined result covers
+    every image, queries counted per image as in one call."""
+    x, y = digits.x[:7], digits.y[:7]
+    seen: list[int] = []
+    hook = cnn.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    nes = NES(eps=0.2, max_queries=300, samples=10)
+    try:
+        res = nes(Oracle(cnn, output="probs", budget=300), x, y, batch_size=3)
+    finally:
+        hook.remove()
+    assert max(seen) <= 3 * 10 and len(res) == 7
+    assert bool((res.queries <= 300).all()) and bool((res.queries >= 1).all())
+    assert torch.equal(res.y, y) and res.details["mode"] == "query-limited"
+    with pytest.raises(ParameterError, match="'batch_size' must be an int >= 1"):
+        nes(Oracle(cnn, output="probs"), x, y, batch_size=0)

@@ -258,7 +258,8 @@ def test_per_class_accuracies_stay_readable_for_1000_classes(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + 2 * 5 + 1
     assert lines[0].strip() == "the 5 weakest of 30 classes:"
-    assert lines[1].split() == ["c0", "0.0000"] and lines[-2].split() == ["c290", "0.9667"]
+    assert lines[1].split() == ["c0", "0.0000"] and lines[7].split() == ["c290", "0.9667"]
+    assert lines[-2].split() == ["c250", "0.8333"]  # the strongest first
     assert "every class in run/results.json" in lines[-1]
     assert "970 of the model's 1000 classes have no image" in lines[-1]
     # Up to 20 classes with images: every one, in the model's order, and no note.
@@ -266,3 +267,5 @@ def test_per_class_accuracies_stay_readable_for_1000_classes(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split() for line in lines[:2]] == [["shirt", "0.5000"], ["bag", "1.0000"]]
     assert lines[2].strip() == "(1 of the model's 3 classes have no image)"
+    _print_per_class([("shirt", None)], None)
+    assert capsys.readouterr().out.strip() == "(1 of the model's 1 classes have no image)"

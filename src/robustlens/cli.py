@@ -332,17 +332,15 @@ def _print_per_class(rates: list[tuple[str, float | None]], out: str | None) -> 
     listed; more than :data:`_ALL_CLASSES` classes show the weakest and strongest few, and say
     where the rest are."""
     seen = [(c, a) for c, a in rates if a is not None and not math.isnan(a)]
-    if not seen:
-        return
-    width = max(len(c) for c, _ in seen)
     if len(seen) <= _ALL_CLASSES:
         rows = [("", seen)]
     else:
         ranked = sorted(seen, key=lambda row: row[1])
         rows = [
             (f"the {_EXTREMES} weakest of {len(seen)} classes:", ranked[:_EXTREMES]),
-            (f"the {_EXTREMES} strongest:", ranked[-_EXTREMES:]),
+            (f"the {_EXTREMES} strongest:", ranked[::-1][:_EXTREMES]),
         ]
+    width = max((len(c) for _, chosen in rows for c, _ in chosen), default=0)
     for title, chosen in rows:
         if title:
             print(f"  {title}")
@@ -551,7 +549,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from robustlens import attacks
     from robustlens._runtime import resolve_device
     from robustlens.evaluation import clean_accuracy, evaluate
-    from robustlens.evaluation.defaults import attack_batch, default_eps, describe_eps
+    from robustlens.evaluation.defaults import default_eps, describe_eps
 
     grp = _join_ranks(args)
     device = grp.device if grp.device is not None else resolve_device(args.device)
@@ -571,15 +569,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "convention for images of this size; --eps to change)"
         )
     attack_list = _attacks_from_args(args, eps)
-    # Attacks hold activations for the gradient: fewer large images at a time (64 at 224x224).
-    attack_bs = args.batch_size or attack_batch(ds.shape)
     if not grp.is_main:  # the other ranks take their shares of the attacks only
         if attack_list:
             evaluate(
                 model,
                 ds,
                 attack_list,
-                batch_size=attack_bs,
+                batch_size=args.batch_size,  # None: 256, fewer large images
                 out=args.out,
                 show_progress=False,
                 distributed=grp,
@@ -605,7 +601,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             model,
             ds,
             attack_list,
-            batch_size=attack_bs,
+            batch_size=args.batch_size,  # None: 256, fewer large images
             out=args.out,
             show_progress=not args.quiet,
             distributed=grp if grp.active else False,
@@ -1165,8 +1161,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--batch-size",
         type=_positive_int,
-        help="images per batch (default: 256 for the clean pass; attacks take 500 images of "
-        "CIFAR's size or less, 64 at 224x224, fewer above)",
+        help="images per batch (default: 256; attacks take fewer large images at a time: 64 "
+        "at 224x224)",
     )
     ev.add_argument(
         "--attack",

@@ -246,9 +246,11 @@ class AttackResult:
     def concat(cls, parts: Sequence[AttackResult]) -> AttackResult:
         """The results of one attack on consecutive batches, as one result over all their inputs.
 
-        Per-input tensors are concatenated. In ``details``, a per-input tensor is concatenated,
-        a count (a number, or a dict of numbers such as an ensemble's contribution) is summed,
-        and any other value is kept when every batch gives the same, else listed per batch.
+        Per-input tensors are concatenated. In ``details``: a per-input tensor is concatenated, a
+        dict of counts (an ensemble's contribution per member) is summed, a float (a mean over
+        the batch's attacked inputs, such as a transfer attack's surrogate success rate) is
+        averaged weighted by the inputs each batch attacked, and any other value is kept when
+        every batch gives the same, else listed per batch.
 
         Example:
             >>> import robustlens as rl
@@ -305,29 +307,42 @@ class AttackResult:
 
 
 def _joined_details(parts: Sequence[AttackResult]) -> dict[str, Any]:
-    """:meth:`AttackResult.concat`'s ``details``: per-input tensors joined, counts summed."""
+    """:meth:`AttackResult.concat`'s ``details``, over the batches that have each key (a batch
+    the model already got entirely wrong attacks nothing and records none)."""
     out: dict[str, Any] = {}
-    for key in parts[0].details:
-        values = [p.details.get(key) for p in parts]
+    keys = dict.fromkeys(k for p in parts for k in p.details)
+    for key in keys:
+        having = [p for p in parts if key in p.details]
+        values = [p.details[key] for p in having]
         if all(
             isinstance(v, Tensor) and v.ndim and len(v) == len(p)
-            for v, p in zip(values, parts, strict=True)
+            for v, p in zip(values, having, strict=True)
         ):
-            out[key] = torch.cat(values)  # type: ignore[arg-type]
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out[key] = sum(values)
-        elif all(
-            isinstance(v, dict)
-            and v.keys() == values[0].keys()  # type: ignore[union-attr]
-            and all(isinstance(c, (int, float)) for c in v.values())
-            for v in values
-        ):
-            out[key] = {k: sum(v[k] for v in values) for k in values[0]}  # type: ignore[index, union-attr]
+            out[key] = torch.cat(values)
+        elif all(isinstance(v, dict) and all(_is_number(c) for c in v.values()) for v in values):
+            totals: dict[Any, Any] = {}
+            for v in values:  # counts per member (an ensemble's contribution): summed
+                for k, c in v.items():
+                    totals[k] = totals.get(k, 0) + c
+            out[key] = totals
+        elif all(isinstance(v, float) for v in values):
+            # A mean over a batch's attacked inputs: weighted by how many it attacked.
+            weights = [int(p.attacked.sum()) for p in having]
+            total = sum(weights)
+            out[key] = (
+                sum(v * w for v, w in zip(values, weights, strict=True)) / total
+                if total
+                else values[0]
+            )
         elif all(not isinstance(v, Tensor) and v == values[0] for v in values):
-            out[key] = values[0]
+            out[key] = values[0]  # a setting, the same in every batch
         else:
-            out[key] = values
+            out[key] = values  # no safe way to join: one value per batch
     return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -398,8 +413,10 @@ class Attack(ABC):
         a smaller budget; it is projected into the threat model first. ``batch_size`` attacks at
         most that many inputs at a time (an attack holds activations for the gradient and
         per-input state for everything it attacks at once: a few hundred 224x224 images do not fit
-        a GPU) and joins the results (:meth:`AttackResult.concat`): the same result as one call,
-        since randomness is drawn per image.
+        a GPU) and joins the results (:meth:`AttackResult.concat`): per image the same result as
+        one call on a deterministic model, since an attack draws its randomness per image (the
+        wrappers for randomized defenses, EOT and what wraps it, draw their transformations per
+        call).
         """
         where = type(self).__name__
         if batch_size is not None:
@@ -407,6 +424,12 @@ class Attack(ABC):
                 raise ParameterError(
                     f"{where}: 'batch_size' must be an int >= 1, got {batch_size!r}"
                 )
+            for name, v in (("y", y), ("target", target), ("x_init", x_init)):
+                if isinstance(v, Tensor) and v.ndim and len(v) != len(x):
+                    raise ShapeError(
+                        f"{where}: {name} has {len(v)} entries for {len(x)} images; give one per "
+                        "image"
+                    )
             if len(x) > batch_size:
                 return AttackResult.concat(
                     [

@@ -300,9 +300,35 @@ class NES:
         *,
         target: Tensor | None = None,
         x_init: Tensor | None = None,
+        batch_size: int | None = None,
     ) -> AttackResult:
-        """Attack ``x`` (N, C, H, W) with labels ``y`` (N,) through ``oracle`` (see the class)."""
+        """Attack ``x`` (N, C, H, W) with labels ``y`` (N,) through ``oracle`` (see the class).
+
+        ``batch_size``: attack at most that many images at a time and join the results
+        (:meth:`~robustlens.attacks.AttackResult.concat`). Each step queries ``samples`` (times
+        ``mc_samples`` for labels only) perturbed copies of every image it holds, so 100
+        ImageNet-sized images at once are tens of GB; the random draws then come per batch.
+        """
         where = "NES"
+        if batch_size is not None:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ParameterError(
+                    f"{where}: 'batch_size' must be an int >= 1, got {batch_size!r}"
+                )
+            if len(x) > batch_size:
+                cut = range(0, len(x), batch_size)
+                return AttackResult.concat(
+                    [
+                        self(
+                            oracle,
+                            x[s : s + batch_size],
+                            None if y is None else y[s : s + batch_size],
+                            target=None if target is None else target[s : s + batch_size],
+                            x_init=None if x_init is None else x_init[s : s + batch_size],
+                        )
+                        for s in cut
+                    ]
+                )
         self._check_oracle(oracle, target, x_init)
         x = check_images(x.detach() if isinstance(x, Tensor) else x, where=where)
         if x.device != oracle.device:

@@ -35,7 +35,7 @@ from robustlens._checks import (
     check_same_device,
     model_device,
 )
-from robustlens._runtime import inference_mode
+from robustlens._runtime import chunked_forward, inference_mode
 from robustlens.errors import (
     DTypeError,
     ModelOutputError,
@@ -214,7 +214,7 @@ class Oracle:
                     "how many queries each image has left"
                 )
         with inference_mode(self._model), torch.no_grad():
-            logits = check_logits(self._model(x), len(x), where=where).detach()
+            logits = check_logits(chunked_forward(self._model, x), len(x), where=where).detach()
         k_model = logits.shape[1]
         if self._num_classes is None:
             self._check_k(k_model)

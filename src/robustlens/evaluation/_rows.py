@@ -115,6 +115,12 @@ class RowLog:
                     f"{where}: {self.folder} holds a run with other settings ({previous}; "
                     f"differs in {', '.join(changed)}); use another 'out' folder or delete it "
                     "to start again"
+                    + (
+                        f", or resume with the run's batch size (--batch-size "
+                        f"{previous['batch_size']})"
+                        if changed == ["batch_size"]
+                        else ""
+                    )
                 )
         else:
             self.rows_path.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ __all__ = [
     "attack_batch",
     "default_eps",
     "describe_eps",
+    "query_batch",
     "sanity_warnings",
 ]
 
@@ -120,3 +121,20 @@ def attack_batch(shape: Sequence[int]) -> int:
         (500, 64, 12)
     """
     return max(1, min(ATTACK_BATCH_MAX, ATTACK_BATCH_ELEMENTS // max(1, math.prod(shape))))
+
+
+def query_batch(shape: Sequence[int], copies: int) -> int:
+    """How many images of ``shape`` (C, H, W) a black-box attack that queries ``copies``
+    perturbed copies of each image per step (NES: ``samples``, times ``mc_samples`` with labels
+    only) should hold at a time.
+
+    Forward passes without a gradient need about a quarter of the memory of an attack's
+    gradient pass, so the copies held at once may reach four times :data:`ATTACK_BATCH_ELEMENTS`
+    input elements: every image at once on Fashion-MNIST or CIFAR (hundreds), 5 ImageNet-sized
+    images with NES's 50 samples.
+
+    Example:
+        >>> query_batch((1, 28, 28), 50), query_batch((3, 224, 224), 50)
+        (983, 5)
+    """
+    return max(1, 4 * ATTACK_BATCH_ELEMENTS // max(1, copies * math.prod(shape)))

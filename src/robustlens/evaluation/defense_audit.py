@@ -42,6 +42,7 @@ from robustlens.data.stream import ImageData, batches, in_memory, model_outputs
 from robustlens.defenses.base import Preprocessor
 from robustlens.errors import DataFileError, ParameterError
 from robustlens.evaluation.checks import gradient_report
+from robustlens.evaluation.defaults import ATTACK_BATCH_ELEMENTS, query_batch
 
 __all__ = ["Check", "DefenseAudit", "audit_defense"]
 
@@ -155,7 +156,7 @@ def audit_defense(
     large_eps: float | None = None,
     tolerance: float = 0.02,
     gap: float = 0.05,
-    batch_size: int = 100,
+    batch_size: int | None = None,
     seed: int = 0,
     show_progress: bool | None = None,
     log: Callable[[str], None] | None = None,
@@ -177,6 +178,11 @@ def audit_defense(
     attack left, so the worst case is the ensemble's figure. The
     black-box attack is NES (query-limited, scores) on the first ``blackbox_images`` images with
     ``blackbox_queries`` queries each (``None`` skips it).
+
+    ``batch_size``: images per pass (default: 100, fewer for large images, where an adapted
+    attack holds ``samples`` EOT copies of each: at most
+    :data:`~robustlens.evaluation.defaults.ATTACK_BATCH_ELEMENTS` input elements, so 6 images at
+    224x224 with 10 draws).
 
     Checks (each passes or fails with its numbers): input gradients are present, non-zero, finite
     and repeatable; the naive attack is within ``gap`` of the adaptive one; accuracy does not
@@ -226,6 +232,9 @@ def audit_defense(
         if not 0 <= value < 1:
             raise ParameterError(f"{where}: {name!r} must be a float in [0, 1), got {value!r}")
     pgd = PGD(eps=eps, norm=norm, steps=steps, restarts=restarts, seed=seed)  # validates eps, ...
+    if batch_size is None:
+        per_image = max(1, samples) * math.prod(data.shape)  # EOT holds `samples` copies
+        batch_size = min(100, max(1, ATTACK_BATCH_ELEMENTS // per_image))
     d = math.prod(data.shape)
     large = large_eps if large_eps is not None else (0.5 if norm == "linf" else 0.5 * math.sqrt(d))
     if large <= eps:
@@ -309,7 +318,8 @@ def audit_defense(
         oracle = Oracle(defended, output="probs", budget=blackbox_queries)
         nes = NES(eps=eps, max_queries=blackbox_queries, seed=seed)
         say(f"black-box: {nes.name} on {nb} images, {blackbox_queries} queries each")
-        res = nes(oracle, in_memory(data[:nb]).x.to(device), y[:nb])
+        held = query_batch(data.shape, nes.samples)
+        res = nes(oracle, in_memory(data[:nb]).x.to(device), y[:nb], batch_size=held)
         with inference_mode(defended), torch.no_grad():
             blackbox = res.attacked & (defended(res.x_adv).argmax(1) == y[:nb])
         worst[:nb] &= blackbox

@@ -45,6 +45,7 @@ from robustlens.data.stream import (
 from robustlens.errors import ParameterError, ResumeError
 from robustlens.evaluation._rows import SKIPPED_COLUMNS, RowLog, read_rows, write_rows
 from robustlens.evaluation.checks import model_warnings, weak_attacks
+from robustlens.evaluation.defaults import attack_batch
 from robustlens.evaluation.distributed import Group, group, shard
 
 __all__ = ["Evaluation", "evaluate", "model_fingerprint"]
@@ -177,7 +178,7 @@ def evaluate(
     ds: ImageData,
     attacks: Sequence[Attack] | None = None,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     out: str | Path | None = None,
     device: torch.device | str | None = None,
     show_progress: bool | None = None,
@@ -192,7 +193,8 @@ def evaluate(
             (unreadable files are skipped and listed in ``skipped``, or raise with ``strict``).
         attacks: the attacks to run, in order (default: ``Ensemble.standard(eps=0.1)``, APGD-CE,
             APGD-T, then Square on the images still robust: the figure to trust).
-        batch_size: images per batch; results are written after each.
+        batch_size: images per batch; results are written after each (default: 256, fewer for
+            large images: :func:`~robustlens.evaluation.defaults.attack_batch`, 64 at 224x224).
         out: folder for ``samples.csv`` (per image), ``skipped.csv`` and ``summary.json``; a
             folder holding an unfinished run with the same model, data, attacks and batch size
             is resumed.
@@ -217,6 +219,8 @@ def evaluate(
     attack_list = list(attacks) if attacks is not None else [Ensemble.standard(eps=0.1)]
     if not attack_list or not all(isinstance(a, Attack) for a in attack_list):
         raise ParameterError("evaluate: 'attacks' must be a non-empty list of robustlens attacks")
+    if batch_size is None:
+        batch_size = min(256, attack_batch(data.shape))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ParameterError(f"evaluate: 'batch_size' must be an int >= 1, got {batch_size!r}")
     names = [a.name for a in attack_list]

@@ -61,7 +61,7 @@ from robustlens.data.stream import ImageData, fingerprint, in_memory, predict
 from robustlens.evaluation.clean import clean_accuracy
 from robustlens.evaluation.config import BiasConfig, SuiteConfig
 from robustlens.evaluation.curves import accuracy_vs_distance, robust_accuracy_curve
-from robustlens.evaluation.defaults import attack_batch
+from robustlens.evaluation.defaults import attack_batch, query_batch
 from robustlens.evaluation.distributed import Group, group
 from robustlens.evaluation.runner import Evaluation, evaluate, model_fingerprint
 
@@ -387,7 +387,9 @@ def blackbox_section(model: nn.Module, ds: ImageData, config: SuiteConfig) -> di
         start = time.perf_counter()
         if name == "nes":
             oracle = Oracle(model, output="probs", budget=bb.queries)
-            res = NES(eps=eps, max_queries=bb.queries, seed=seed)(oracle, sub.x, sub.y)
+            nes = NES(eps=eps, max_queries=bb.queries, seed=seed)
+            held = query_batch(ds.shape, nes.samples)
+            res = nes(oracle, sub.x, sub.y, batch_size=held)
             label = f"NES, scores (eps {eps:.4g})"
         else:
             g = torch.Generator().manual_seed(seed)
@@ -411,6 +413,7 @@ def blackbox_section(model: nn.Module, ds: ImageData, config: SuiteConfig) -> di
                 sub.y[keep.to(dev)],
                 target=target[keep].to(dev),
                 x_init=x_init[keep.to(dev)],
+                batch_size=query_batch(ds.shape, attack.samples * attack.mc_samples),
             )
             label = f"NES, labels only, targeted (eps {eps:.4g})"
         ok = res.success & res.attacked
@@ -462,7 +465,6 @@ def defenses_section(
             blackbox_images=max(1, dc.blackbox_images),
             # 0 images or 0 queries: no black-box attack.
             blackbox_queries=(dc.blackbox_queries or None) if dc.blackbox_images else None,
-            batch_size=min(100, attack_batch(sub.shape)),  # audit_defense's default, or fewer
             seed=seed,
             show_progress=show_progress,
         )
