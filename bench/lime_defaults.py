@@ -13,7 +13,7 @@ image), each configuration explains every photo's predicted class and is scored 
 - stability: the mean pairwise top-K Jaccard index over seeds (:func:`robustlens.explain.stability`);
 - seconds per explanation.
 
-Run (about 10 minutes on 2 cores)::
+Run (about 30 minutes on 2 cores; the results file is written after each configuration)::
 
     python bench/lime_defaults.py --root /tmp/rl-imagenet
 
@@ -122,6 +122,12 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=Path("/tmp/rl-imagenet"))
     p.add_argument("--seeds", type=int, default=3, help="seeds for the stability measure")
     p.add_argument("--out", type=Path, default=HERE / "results" / "lime_defaults.json")
+    p.add_argument(
+        "--configs",
+        type=int,
+        nargs="+",
+        help="positions in CONFIGS to run (default: all); results join those already in --out",
+    )
     args = p.parse_args()
     import torch
 
@@ -132,17 +138,15 @@ def main() -> None:
     loaded = rl.models.load("torchvision:resnet18", weights=str(bench.weights(args.root)))
     model = loaded.module.eval()
     x = photos(loaded.preprocessing)
-    results = []
-    for config in CONFIGS:
-        res = measure(model, x, config, args.seeds)
-        results.append(res)
-        print(
-            f"{config}: deletion {res['deletion_auc']:.3f} (random {res['random_deletion_auc']:.3f}),"
-            f" insertion {res['insertion_auc']:.3f}, r2 {res['r2']:.2f}, stability "
-            f"{res['stability']:.2f}, {res['seconds']:.1f} s",
-            flush=True,
-        )
-    payload = {
+    chosen = [CONFIGS[i] for i in args.configs] if args.configs else CONFIGS
+    results: list[dict[str, Any]] = []
+    if args.configs and args.out.is_file():  # keep the other configurations' earlier results
+        results = [
+            r
+            for r in json.loads(args.out.read_text())["results"]
+            if {k: r[k] for k in CONFIGS[0]} not in chosen
+        ]
+    payload: dict[str, Any] = {
         "command": "python bench/lime_defaults.py " + " ".join(sys.argv[1:]),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -153,7 +157,16 @@ def main() -> None:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    for config in chosen:
+        res = measure(model, x, config, args.seeds)
+        results.append(res)
+        args.out.write_text(json.dumps(payload, indent=2) + "\n")  # after each configuration
+        print(
+            f"{config}: deletion {res['deletion_auc']:.3f} (random {res['random_deletion_auc']:.3f}),"
+            f" insertion {res['insertion_auc']:.3f}, r2 {res['r2']:.2f}, stability "
+            f"{res['stability']:.2f}, {res['seconds']:.1f} s",
+            flush=True,
+        )
     print(
         "| segmenter | samples | output | superpixels | s / explanation | deletion AUC | "
         "random order | deletion / random | insertion AUC | R2 | warned | stability |"
