@@ -36,7 +36,7 @@ from robustlens.attacks._steps import Norm, goal_reached, norms
 from robustlens.errors import LabelError, ParameterError, ShapeError
 from robustlens.registry import Registry
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "Run"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "Run", "in_batches"]
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
@@ -345,6 +345,36 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def in_batches(
+    attack: Callable[..., AttackResult],
+    batch_size: int,
+    inputs: tuple[Tensor, Tensor | None, Tensor | None, Tensor | None],
+    *,
+    where: str,
+) -> AttackResult | None:
+    """``attack(x, y, target, x_init)`` on consecutive slices of ``batch_size`` inputs, joined
+    (:meth:`AttackResult.concat`); ``None`` when the inputs fit one batch (the caller goes on).
+
+    ``inputs`` is ``(x, y, target, x_init)``, each ``None`` or one row per image of ``x``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(f"{where}: 'batch_size' must be an int >= 1, got {batch_size!r}")
+    x = inputs[0]
+    for name, v in zip(("y", "target", "x_init"), inputs[1:], strict=True):
+        if isinstance(v, Tensor) and v.ndim and len(v) != len(x):
+            raise ShapeError(
+                f"{where}: {name} has {len(v)} entries for {len(x)} images; give one per image"
+            )
+    if len(x) <= batch_size:
+        return None
+    return AttackResult.concat(
+        [
+            attack(*(None if v is None else v[s : s + batch_size] for v in inputs))
+            for s in range(0, len(x), batch_size)
+        ]
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Attack(ABC):
     """Base of every white-box attack: ``attack(model, x, y=None, target=None) -> AttackResult``.
@@ -420,29 +450,14 @@ class Attack(ABC):
         """
         where = type(self).__name__
         if batch_size is not None:
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-                raise ParameterError(
-                    f"{where}: 'batch_size' must be an int >= 1, got {batch_size!r}"
-                )
-            for name, v in (("y", y), ("target", target), ("x_init", x_init)):
-                if isinstance(v, Tensor) and v.ndim and len(v) != len(x):
-                    raise ShapeError(
-                        f"{where}: {name} has {len(v)} entries for {len(x)} images; give one per "
-                        "image"
-                    )
-            if len(x) > batch_size:
-                return AttackResult.concat(
-                    [
-                        self(
-                            model,
-                            x[s : s + batch_size],
-                            None if y is None else y[s : s + batch_size],
-                            target=None if target is None else target[s : s + batch_size],
-                            x_init=None if x_init is None else x_init[s : s + batch_size],
-                        )
-                        for s in range(0, len(x), batch_size)
-                    ]
-                )
+            joined = in_batches(
+                lambda *part: self(model, part[0], part[1], target=part[2], x_init=part[3]),
+                batch_size,
+                (x, y, target, x_init),
+                where=where,
+            )
+            if joined is not None:
+                return joined
         check_model(model, where=where)
         check_images(x, where=where)
         check_same_device(model, x, where=where)

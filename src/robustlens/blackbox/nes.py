@@ -60,7 +60,7 @@ from robustlens._checks import (
 )
 from robustlens._runtime import Ticker, status
 from robustlens.attacks._steps import bcast, project
-from robustlens.attacks.base import AttackResult
+from robustlens.attacks.base import AttackResult, in_batches
 from robustlens.blackbox.oracle import Oracle, TopK
 from robustlens.errors import DeviceError, DTypeError, LabelError, ParameterError, ShapeError
 
@@ -311,24 +311,14 @@ class NES:
         """
         where = "NES"
         if batch_size is not None:
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-                raise ParameterError(
-                    f"{where}: 'batch_size' must be an int >= 1, got {batch_size!r}"
-                )
-            if len(x) > batch_size:
-                cut = range(0, len(x), batch_size)
-                return AttackResult.concat(
-                    [
-                        self(
-                            oracle,
-                            x[s : s + batch_size],
-                            None if y is None else y[s : s + batch_size],
-                            target=None if target is None else target[s : s + batch_size],
-                            x_init=None if x_init is None else x_init[s : s + batch_size],
-                        )
-                        for s in cut
-                    ]
-                )
+            joined = in_batches(
+                lambda *part: self(oracle, part[0], part[1], target=part[2], x_init=part[3]),
+                batch_size,
+                (x, y, target, x_init),
+                where=where,
+            )
+            if joined is not None:
+                return joined
         self._check_oracle(oracle, target, x_init)
         x = check_images(x.detach() if isinstance(x, Tensor) else x, where=where)
         if x.device != oracle.device:
