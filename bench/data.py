@@ -277,6 +277,8 @@ def run(args: argparse.Namespace) -> None:
     for n in args.sizes:
         for repeat in range(args.repeats):
             pipelines = ["torchvision", "robustlens"] if n in floor else ["robustlens"]
+            if args.floor_only:
+                pipelines = ["torchvision"]
             if repeat % 2:  # alternate the order, so that a drift in the machine's load is shared
                 pipelines.reverse()
             for pipeline in pipelines:
@@ -361,6 +363,9 @@ def main() -> None:
     rn.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     rn.add_argument(
         "--floor-sizes", type=int, nargs="*", help="sizes the floor also runs (default: all)"
+    )
+    rn.add_argument(
+        "--floor-only", action="store_true", help="run the torchvision floor alone (to add a row)"
     )
     rn.add_argument("--batch-size", type=int, default=64)
     rn.add_argument("--workers", type=int, default=max(0, min(8, (os.cpu_count() or 1) - 1)))
