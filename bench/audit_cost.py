@@ -16,6 +16,7 @@ pass.
 Run (about 20 minutes on 2 cores)::
 
     python bench/audit_cost.py --root /tmp/rl-imagenet
+    python bench/audit_cost.py --root /tmp/rl-imagenet --device cuda   # on a GPU machine
 
 Writes ``bench/results/audit-cost-224.json`` and prints a markdown table.
 """
@@ -46,8 +47,14 @@ def _imagenet_bench() -> Any:
 
 
 def timed(fn: Callable[[], Any]) -> float:
+    """Wall seconds of ``fn()``, the GPU's queued work included."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
@@ -73,7 +80,8 @@ def pass_rates(model: Any, x: Any) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=Path("/tmp/rl-imagenet"))
-    p.add_argument("--out", type=Path, default=HERE / "results" / "audit-cost-224.json")
+    p.add_argument("--out", type=Path, help="default: bench/results/audit-cost-224[-DEVICE].json")
+    p.add_argument("--device", default="cpu", help="where the model and the images are (cuda)")
     args = p.parse_args()
     import torch
 
@@ -94,7 +102,10 @@ def main() -> None:
     bench = _imagenet_bench()
     bench._bench_data().make(args.root, 96, 0, os.cpu_count() or 1)
     loaded = rl.models.load("torchvision:resnet18", weights=str(bench.weights(args.root)))
-    model = loaded.module.eval()
+    model = loaded.module.eval().to(args.device)
+    out = args.out or HERE / "results" / (
+        "audit-cost-224.json" if args.device == "cpu" else f"audit-cost-224-{args.device}.json"
+    )
     files = rl.data.open_folder(args.root, layout="imagenet", preprocessing=loaded.preprocessing)
     eps = default_eps(files.shape)
     base = SuiteConfig()
@@ -108,7 +119,7 @@ def main() -> None:
         }
     )
     wb, batch = cfg.whitebox, attack_batch(files.shape)
-    ds = in_memory(files.subset(16, seed=0))
+    ds = in_memory(files.subset(16, seed=0)).to(args.device)
     rows: list[dict[str, Any]] = []
 
     def part(name: str, images: int, full: int, fn: Callable[[], Any], note: str = "") -> None:
@@ -223,11 +234,12 @@ def main() -> None:
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "device": str(args.device),
             "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
     print("| part | s / image | images in the full audit | seconds |\n|---|---:|---:|---:|")
     for r in rows:
         print(

@@ -3,7 +3,7 @@
 # repository root with a fresh $OUT folder; nothing outside that machine is reachable, so peers
 # not installed there are left out of the tables by the scripts themselves):
 #
-#   bash bench/cuda.sh            # CUDA-marked tests, then the white-box and robust-accuracy
+#   bash bench/cuda.sh            # CUDA-marked tests, the white-box, robust-accuracy and audit-cost
 #                                 # benchmarks on cuda; results in $OUT (default bench/results)
 #
 # Copy the figures into docs/benchmarks.md beside the CPU ones.
@@ -16,3 +16,7 @@ python bench/whitebox.py --n 1000 --device cuda --out "$out/whitebox-cuda.json" 
     --skip-peer "C&W:ART" 2>&1 | tail -40 | tee "$out/whitebox-cuda.txt"
 python bench/robust_accuracy.py --n 1000 --device cuda --out "$out/robust_accuracy-cuda.json" \
     2>&1 | tail -40 | tee "$out/robust_accuracy-cuda.txt"
+# The full audit's cost per image at 224 on the GPU (the stand-in ResNet-18; its folder of photos
+# is made from scikit-image's pictures on the spot).
+python bench/audit_cost.py --root /tmp/rl-imagenet --device cuda \
+    --out "$out/audit-cost-224-cuda.json" 2>&1 | tail -20 | tee "$out/audit-cost-224-cuda.txt"

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ class Group:
         return self.device if backend == "nccl" and self.device is not None else torch.device("cpu")
 
 
+def _leave() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def group(backend: str | None = None) -> Group:
     """This process's :class:`Group`: torchrun's ranks, or the single process without torchrun.
 
@@ -123,6 +129,10 @@ def group(backend: str | None = None) -> Group:
             timeout=TIMEOUT,
             device_id=device,
         )
+        # A user's script that passes distributed=True never leaves the group it joined; a group
+        # still alive at interpreter exit is torn down in a race with the other ranks (gloo's
+        # threads aborted "terminate called without an active exception"): leave it at exit.
+        atexit.register(_leave)
     return Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, device=device)
 
 
