@@ -24,7 +24,6 @@ Writes ``bench/results/audit-cost-224.json`` and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -35,15 +34,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-
-
-def _imagenet_bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_imagenet", HERE / "imagenet.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_imagenet"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -85,6 +75,7 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
+    import imagenet as bench  # bench/imagenet.py: run as a script, bench/ is on sys.path
     import robustlens as rl
     from robustlens import bias
     from robustlens.attacks import PGD, CarliniWagner, DeepFool
@@ -99,7 +90,6 @@ def main() -> None:
     )
     from robustlens.explain import Lime
 
-    bench = _imagenet_bench()
     bench._bench_data().make(args.root, 96, 0, os.cpu_count() or 1)
     loaded = rl.models.load("torchvision:resnet18", weights=str(bench.weights(args.root)))
     model = loaded.module.eval().to(args.device)

@@ -23,7 +23,6 @@ Writes ``bench/results/lime_defaults.json`` and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -43,15 +42,6 @@ CONFIGS: list[dict[str, Any]] = [
     {"segmenter": "grid", "samples": 500, "output": "logits"},
     {"segmenter": "slic", "samples": 1000, "output": "probs"},
 ]
-
-
-def _imagenet_bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_imagenet", HERE / "imagenet.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_imagenet"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def photos(pre: Any) -> Any:
@@ -131,9 +121,9 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
+    import imagenet as bench  # bench/imagenet.py: run as a script, bench/ is on sys.path
     import robustlens as rl
 
-    bench = _imagenet_bench()
     bench._bench_data().make(args.root, 96, 0, os.cpu_count() or 1)
     loaded = rl.models.load("torchvision:resnet18", weights=str(bench.weights(args.root)))
     model = loaded.module.eval()
