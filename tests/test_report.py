@@ -46,6 +46,7 @@ from robustlens.report.figures import (
     gallery_figure,
     perturbation_image,
 )
+from robustlens.report.sections import clean as clean_section
 from robustlens.report.sections.bias import OVER_P, OVER_RATIO, over_represented
 from robustlens.report.sections.whitebox import L2_BUDGETS, accuracy_at
 from robustlens.report.verdicts import SHAPE_BAND, derive_verdicts
@@ -565,6 +566,49 @@ def test_clean_tables_match_the_input(page: str) -> None:
     assert f"Accuracy {pct(clean['accuracy'])} on {clean['n']} test images." in page
     conf = [r for r in rows(page) if r and r[0] == clean["classes"][0] and len(r) == 11]
     assert [int(v) for v in conf[0][1:]] == clean["confusion"][0]
+
+
+def test_clean_leaves_out_classes_with_no_image_and_no_prediction() -> None:
+    # A 1000-class model audited on a folder of three classes: the other classes are counted, not
+    # drawn; a class that has no image but was predicted stays (it is where errors went).
+    names = [f"c{i}" for i in range(40)]
+    m = np.zeros((40, 40), dtype=int)
+    m[3, 3], m[3, 7], m[11, 11], m[20, 20], m[20, 11] = 5, 2, 4, 3, 1
+    per_class = {c: None for c in names}
+    per_class.update({"c3": 5 / 7, "c11": 1.0, "c20": 0.75})
+    data = {
+        "n": 15,
+        "accuracy": 12 / 15,
+        "per_class": per_class,
+        "confusion": m.tolist(),
+        "classes": names,
+    }
+    doc = render_html({"sections": {"clean": data}})
+    assert "36 of the model&#39;s 40 classes have no test image and were never predicted" in doc
+    table = [r for r in rows(doc) if r and r[0] in names]
+    assert [r[0] for r in table][:4] == ["c3", "c7", "c11", "c20"]
+    assert table[0][1:] == [pct(5 / 7), "7", "c7 (2)"]
+    assert table[1][1:3] == ["-", "0"]
+    # Four classes shown: the matrix is small enough to draw, restricted to them.
+    conf = [r for r in rows(doc) if r and r[0] == "c3" and len(r) == 5]
+    assert conf == [["c3", "5", "2", "0", "0"]]
+
+    # Without a confusion matrix only the missing images are known.
+    blocks, _ = clean_section.render({"per_class": per_class, "classes": names})
+    assert blocks[0].text == (
+        "37 of the model's 40 classes have no test image: they are left out of the tables below."
+    )
+    assert [r[0].text for r in blocks[1].rows] == ["c3", "c11", "c20"]
+
+    # Every class present, more than CONFUSION_MAX: the table stays, the matrix goes to the JSON.
+    k = clean_section.CONFUSION_MAX + 1
+    big = np.eye(k, dtype=int)
+    blocks, _ = clean_section.render({"confusion": big.tolist(), "classes": names[:k]})
+    assert [b.kind for b in blocks] == ["table", "paragraph"]
+    assert f"over {k} classes is too large to read here" in blocks[1].text
+    # No image at all: nothing to leave out, the classes are listed as before.
+    blocks, _ = clean_section.render({"confusion": [[0, 0], [0, 0]], "classes": ["a", "b"]})
+    assert [b.kind for b in blocks] == ["table", "image", "table"]
 
 
 def test_whitebox_tables_match_the_input(page: str) -> None:

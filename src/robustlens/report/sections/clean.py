@@ -13,6 +13,9 @@ Expected schema (``robustlens.evaluation.clean_accuracy(...).to_dict()`` plus th
 
 Rendered as: one sentence, a per-class table (accuracy, images, the class it is most often
 mistaken for, from the confusion matrix), the confusion matrix as a heat map and as a table.
+Classes with no test image that were never predicted (a 1000-class model audited on a folder of a
+few classes) are counted in a sentence and left out of the tables; above ``CONFUSION_MAX`` classes
+the confusion matrix is left to results.json.
 
 Example:
     >>> blocks, used = render({"n": 4, "accuracy": 0.75, "per_class": {"a": 1.0, "b": 0.5},
@@ -39,6 +42,8 @@ __all__ = ["TITLE", "render"]
 
 TITLE = "Clean accuracy"
 KEYS = frozenset({"n", "accuracy", "per_class", "confusion", "classes", "seconds"})
+#: Above this many classes the confusion matrix is left to results.json.
+CONFUSION_MAX = 30
 
 
 def render(data: Mapping[str, Any]) -> tuple[list[Block], set[str]]:
@@ -57,6 +62,24 @@ def render(data: Mapping[str, Any]) -> tuple[list[Block], set[str]]:
                 f"report: clean.confusion must be ({len(classes)}, {len(classes)}) for the "
                 f"{len(classes)} classes, got shape {m.shape}"
             )
+    # A 1000-class model on a folder of a few classes: the classes with neither an image nor a
+    # prediction say nothing and would make tables and a heat map of 1000 rows.
+    if m is not None:
+        seen = (m.sum(axis=1) > 0) | (m.sum(axis=0) > 0)
+    else:
+        seen = np.array([per_class.get(c) is not None for c in classes], dtype=bool)
+    shown = [i for i in range(len(classes)) if seen[i]] or list(range(len(classes)))
+    left = len(classes) - len(shown)
+    if left:
+        blocks.append(
+            Paragraph(
+                f"{num(left)} of the model's {num(len(classes))} classes have no test image"
+                + (" and were never predicted" if m is not None else "")
+                + ": they are left out of the tables below."
+            )
+        )
+        m = m[np.ix_(shown, shown)] if m is not None else None
+    classes = [classes[i] for i in shown]
     if classes:
         rows = []
         for i, c in enumerate(classes):
@@ -72,7 +95,14 @@ def render(data: Mapping[str, Any]) -> tuple[list[Block], set[str]]:
         if m is not None:
             columns += ["images", "most often taken for (count)"]
         blocks.append(Table.of(columns, rows, caption="Accuracy per class"))
-    if m is not None:
+    if m is not None and len(classes) > CONFUSION_MAX:
+        blocks.append(
+            Paragraph(
+                f"The confusion matrix over {num(len(classes))} classes is too large to read "
+                "here: it is in results.json (clean.confusion)."
+            )
+        )
+    elif m is not None:
         blocks.append(
             Image(
                 figure_to_data_uri(confusion_figure(m.tolist(), classes)),
