@@ -15,8 +15,13 @@ model on the same images with the same batch size and worker count:
   prediction per batch (``clean``), or the model checks ``evaluate`` makes on the first 64
   images, then per batch the clean prediction and the same PGD call (``pgd``).
 
-Every measurement runs in a fresh process, so its peak RSS (``ru_maxrss``, main process and,
-separately, the largest DataLoader worker) is its own. Models: ``resnet18`` is torchvision's
+Every measurement runs in a fresh process. Its main process's memory is read from
+``/proc/self/status``: the peak (``VmHWM``, which ``exec`` resets) and the median of ``VmRSS``
+sampled every 0.25 s during the run (the level it runs at; the peak is the rarest moment, which a
+longer run is likelier to meet). ``ru_maxrss`` is not used for the main process: Linux carries it
+over ``fork`` and ``exec``, so it reported the driver's own 1.6 GB as the floor of every row. The
+largest DataLoader worker's peak is ``ru_maxrss`` of the children, which counts the pages a forked
+worker shares with the main process. Models: ``resnet18`` is torchvision's
 ResNet-18 through ``rl.models.load("torchvision:resnet18")`` (mean/std inside, resize 256 and
 centre crop 224; nothing can be downloaded here, so its backbone has seeded random weights and
 only its last layer is fitted, once and untimed, to the folder's three classes: the model then
@@ -175,6 +180,42 @@ class _ToImageNet:
         return self.index[k]
 
 
+def _status_mb(field: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` (now) of this process in MB; ``ru_maxrss`` off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class _RssSampler:
+    """``VmRSS`` every ``period`` seconds in a thread, from creation to :meth:`stop`."""
+
+    def __init__(self, period: float = 0.25) -> None:
+        import threading
+
+        self.samples: list[float] = []
+        self.period = period
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(self.period):
+            self.samples.append(_status_mb("VmRSS"))
+
+    def stop(self) -> float:
+        """The median sample in MB (the current RSS when the run was shorter than a period)."""
+        import statistics
+
+        self.done.set()
+        self.thread.join()
+        return statistics.median(self.samples) if self.samples else _status_mb("VmRSS")
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One pipeline, task, model and size; returns seconds, images/s and peak RSS."""
     import torch
@@ -193,7 +234,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         files = rl.data.open_folder(
             spec["root"], layout="imagenet", preprocessing=pre, workers=workers
         ).subset(n, seed=0)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = _status_mb("VmHWM")
+    sampler = _RssSampler()
     start = time.perf_counter()
     if spec["pipeline"] == "robustlens":
         if spec["task"] == "clean":
@@ -237,14 +279,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 images += len(y)
         score = (hits if spec["task"] == "clean" else robust) / images
     seconds = time.perf_counter() - start
+    median_rss = sampler.stop()
     return {
         **{k: spec[k] for k in ("pipeline", "task", "model", "n", "batch_size", "workers")},
         "images": images,
         "seconds": round(seconds, 2),
         "images_per_s": round(images / seconds, 2),
         "score": score,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "rss_before_run_mb": round(rss_before / 1024, 1),
+        "peak_rss_mb": _status_mb("VmHWM"),
+        "median_rss_mb": median_rss,
+        "rss_before_run_mb": rss_before,
         "peak_worker_rss_mb": round(
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
         ),
@@ -253,6 +297,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- runs and table
+
+
+def _median_rss(group: list[dict[str, Any]]) -> str:
+    """The largest median RSS of the runs, or "-" for runs measured before it was recorded."""
+    values = [r["median_rss_mb"] for r in group if "median_rss_mb" in r]
+    return f"{max(values):.0f} MB" if values else "-"
 
 
 def _machine() -> dict[str, Any]:
@@ -283,7 +333,11 @@ def run(args: argparse.Namespace) -> None:
                 pipelines.reverse()
             for pipeline in pipelines:
                 rows.append(_one(args, pipeline, n, repeat))
+    # glibc's allocator settings change the peak (docs/benchmarks.md): keep them with the rows.
+    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
     payload = {"machine": _machine(), "command": " ".join(sys.argv), "rows": rows}
+    if malloc:
+        payload["environment"] = malloc
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
@@ -312,8 +366,9 @@ def _one(args: argparse.Namespace, pipeline: str, n: int, repeat: int) -> dict[s
     row["load_average"] = round(os.getloadavg()[0], 2)
     print(
         f"{pipeline:<12} {args.task:<5} {args.model:<8} n={n:<6} "
-        f"{row['images_per_s']:8.1f} img/s  peak RSS {row['peak_rss_mb']:7.1f} MB "
-        f"(largest worker {row['peak_worker_rss_mb']:.1f} MB), load {row['load_average']}",
+        f"{row['images_per_s']:8.1f} img/s  RSS median {row['median_rss_mb']:7.1f} MB, "
+        f"peak {row['peak_rss_mb']:7.1f} MB (largest worker {row['peak_worker_rss_mb']:.1f} MB), "
+        f"load {row['load_average']}",
         flush=True,
     )
     return row
@@ -325,9 +380,9 @@ def table(paths: list[str]) -> None:
 
     print(
         "| model | task | images | pipeline | runs | images/s (median) | vs floor | "
-        "peak RSS, main | largest worker | in memory would need |"
+        "RSS, main: median | peak | largest worker | in memory would need |"
     )
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for path in paths:
         rows = json.loads(Path(path).read_text())["rows"]
         groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -342,7 +397,7 @@ def table(paths: list[str]) -> None:
             print(
                 f"| {model} | {task} | {n} | {pipeline} | {len(group)} | "
                 f"{speed[model, task, n, pipeline]:.1f} | {ratio} | "
-                f"{max(r['peak_rss_mb'] for r in group):.0f} MB | "
+                f"{_median_rss(group)} | {max(r['peak_rss_mb'] for r in group):.0f} MB | "
                 f"{max(r['peak_worker_rss_mb'] for r in group):.0f} MB | "
                 f"{group[0]['in_memory_would_need_mb']:.0f} MB |"
             )
